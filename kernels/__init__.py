@@ -1,0 +1,9 @@
+"""Compute kernels shared by serving and training (installed as `streamlift.kernels`).
+
+Each op has a PyTorch reference that tests and benchmarks import, and one entry point that
+dispatches to the fastest implementation available for the tensors it is given.
+"""
+
+from streamlift.kernels.procrustes import ProcrustesResult, procrustes, procrustes_reference
+
+__all__ = ["ProcrustesResult", "procrustes", "procrustes_reference"]

@@ -1,0 +1,3 @@
+from streamlift.cli import main
+
+raise SystemExit(main())

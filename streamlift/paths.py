@@ -1,0 +1,21 @@
+"""Where shipped assets and the (optional) shared data live."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+# Real CMU motion from the shared data's *test* split (see assets/sample_cmu_test.json).
+SAMPLE_MOCAP = ASSETS / "sample_cmu_test.npz"
+
+
+def shared_data_dir() -> Path | None:
+    """The shared mocap folder: $STREAMLIFT_SHARED_DATA, else ../shared/data beside the checkout."""
+    env = os.environ.get("STREAMLIFT_SHARED_DATA")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data")
+    for c in candidates:
+        if (c / "splits.json").is_file():
+            return c
+    return None

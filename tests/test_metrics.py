@@ -1,0 +1,132 @@
+"""Metrics against cases whose answer is known by construction, and an independent numpy version."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamlift.metrics import all_metrics, auc, mpjpe, n_mpjpe, pa_mpjpe, pck
+from streamlift.skeleton import H36M17
+
+
+def random_rotation(rng) -> np.ndarray:
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] *= -1
+    return q
+
+
+def random_poses(rng, n=8) -> np.ndarray:
+    return rng.normal(scale=300.0, size=(n, 17, 3))
+
+
+# --- an independent numpy implementation, written from the textbook formulas ----------------
+def np_mpjpe(p, g):
+    p = p - p[:, :1]
+    g = g - g[:, :1]
+    return np.linalg.norm(p - g, axis=-1).mean()
+
+
+def np_n_mpjpe(p, g):
+    p = p - p[:, :1]
+    g = g - g[:, :1]
+    s = np.einsum("njc,njc->n", p, g) / np.einsum("njc,njc->n", p, p)
+    return np.linalg.norm(s[:, None, None] * p - g, axis=-1).mean()
+
+
+def np_pa_mpjpe(p, g):
+    errs = []
+    for a, b in zip(p, g):
+        a0, b0 = a - a.mean(0), b - b.mean(0)
+        u, sig, vt = np.linalg.svd(a0.T @ b0)
+        d = np.sign(np.linalg.det(vt.T @ u.T))
+        D = np.diag([1.0, 1.0, d])
+        rot = vt.T @ D @ u.T
+        scale = np.trace(D @ np.diag(sig)) / (a0 ** 2).sum()
+        errs.append(np.linalg.norm(scale * a0 @ rot.T + b.mean(0) - b, axis=-1).mean())
+    return float(np.mean(errs))
+
+
+# --- known by construction --------------------------------------------------------------------
+def test_similarity_transform_is_undone_by_pa_only():
+    rng = np.random.default_rng(1)
+    gt = random_poses(rng)
+    pred = np.stack([2.5 * g @ random_rotation(rng).T + rng.normal(size=3) * 1000 for g in gt])
+    assert pa_mpjpe(pred, gt) < 1e-6
+    assert mpjpe(pred, gt) > 100.0
+    assert n_mpjpe(pred, gt) > 10.0  # a scale alone cannot undo a rotation
+
+
+def test_pure_scale_is_undone_by_n_mpjpe():
+    rng = np.random.default_rng(2)
+    gt = random_poses(rng)
+    pred = 0.37 * (gt - gt[:, :1]) + 50.0  # scaled about the root, then shifted
+    assert n_mpjpe(pred, gt) < 1e-9
+    assert mpjpe(pred, gt) > 100.0
+
+
+def test_mirror_is_not_fixed_by_pa():
+    rng = np.random.default_rng(3)
+    gt = random_poses(rng)
+    mirrored = gt * np.array([-1.0, 1.0, 1.0])  # a reflection, not a rotation
+    assert pa_mpjpe(mirrored, gt) > 20.0
+
+
+def test_translation_only_gives_zero_mpjpe():
+    rng = np.random.default_rng(4)
+    gt = random_poses(rng)
+    assert mpjpe(gt + np.array([10.0, -20.0, 3000.0]), gt) < 1e-9
+
+
+def test_known_offset_value():
+    gt = np.zeros((1, 17, 3))
+    pred = np.zeros((1, 17, 3))
+    pred[0, 1:, 0] = 10.0  # every non-root joint 10 mm off, the root exact
+    assert mpjpe(pred, gt) == pytest.approx(10.0 * 16 / 17)
+
+
+def test_pck_and_auc_known_values():
+    gt = np.zeros((2, 17, 3))
+    pred = np.zeros((2, 17, 3))
+    pred[:, 1:9, 0] = 100.0  # 8 joints at 100 mm
+    pred[:, 9:, 0] = 200.0  # 8 joints at 200 mm
+    assert pck(pred, gt) == pytest.approx(9 / 17)
+    # joints at 0 mm are within every threshold, 100 mm within 11 of 31 (100..150), 200 mm none
+    assert auc(pred, gt) == pytest.approx((1 * 31 + 8 * 11) / (17 * 31))
+
+
+# --- agreement with the numpy implementation ---------------------------------------------------
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 12))
+def test_agrees_with_numpy_on_random_data(seed, n):
+    rng = np.random.default_rng(seed)
+    gt = random_poses(rng, n)
+    pred = gt + rng.normal(scale=rng.uniform(1, 200), size=gt.shape)
+    assert mpjpe(pred, gt) == pytest.approx(np_mpjpe(pred, gt), rel=1e-9)
+    assert n_mpjpe(pred, gt) == pytest.approx(np_n_mpjpe(pred, gt), rel=1e-9)
+    assert pa_mpjpe(pred, gt) == pytest.approx(np_pa_mpjpe(pred, gt), rel=1e-6, abs=1e-6)
+
+
+def test_torch_batched_matches_numpy_and_keeps_type():
+    rng = np.random.default_rng(5)
+    gt = rng.normal(scale=300.0, size=(4, 6, 17, 3))
+    pred = gt + rng.normal(scale=30.0, size=gt.shape)
+    t = pa_mpjpe(torch.tensor(pred, dtype=torch.float32), torch.tensor(gt, dtype=torch.float32),
+                 reduce=False)
+    assert isinstance(t, torch.Tensor) and t.shape == (4, 6)
+    per_pose = pa_mpjpe(pred, gt, reduce=False)
+    assert isinstance(per_pose, np.ndarray) and per_pose.shape == (4, 6)
+    np.testing.assert_allclose(t.numpy(), per_pose, rtol=1e-4)
+    assert float(t.mean()) == pytest.approx(np_pa_mpjpe(pred.reshape(-1, 17, 3), gt.reshape(-1, 17, 3)),
+                                            rel=1e-4)
+    m = all_metrics(pred, gt)
+    assert set(m) == {"mpjpe", "n_mpjpe", "pa_mpjpe", "pck150", "auc"}
+    assert m["pa_mpjpe"] <= m["n_mpjpe"] <= m["mpjpe"] + 1e-9
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="share a shape"):
+        mpjpe(np.zeros((2, 17, 3)), np.zeros((2, 16, 3)))
+    assert H36M17.num_joints == 17
