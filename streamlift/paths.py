@@ -11,10 +11,12 @@ SAMPLE_MOCAP = ASSETS / "sample_cmu_test.npz"
 
 
 def shared_data_dir() -> Path | None:
-    """The shared mocap folder: $STREAMLIFT_SHARED_DATA, else ../shared/data beside the checkout."""
+    """The shared mocap folder: $STREAMLIFT_SHARED_DATA, else ../shared/data beside the checkout
+    (or beside the working directory)."""
     env = os.environ.get("STREAMLIFT_SHARED_DATA")
     candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data")
+    candidates += [Path(__file__).resolve().parents[2] / "shared" / "data",
+                   Path.cwd().parent / "shared" / "data"]
     for c in candidates:
         if (c / "splits.json").is_file():
             return c
