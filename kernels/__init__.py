@@ -4,6 +4,7 @@ Each op has a PyTorch reference that tests and benchmarks import, and one entry 
 dispatches to the fastest implementation available for the tensors it is given.
 """
 
+from streamlift.kernels.attention import attention, attention_reference
 from streamlift.kernels.procrustes import ProcrustesResult, procrustes, procrustes_reference
 
-__all__ = ["ProcrustesResult", "procrustes", "procrustes_reference"]
+__all__ = ["attention", "attention_reference", "ProcrustesResult", "procrustes", "procrustes_reference"]

@@ -1,0 +1,213 @@
+"""NRSfMFormer: a mixed spatial/temporal transformer that lifts a window of 2D keypoints to 3D.
+
+For a window of T frames it predicts one reference skeleton B (J, 3), a deformation D[t]
+(T, J, 3) and a rotation R[t] (T, 3, 3), and the camera-frame pose X[t] = R[t] (B + D[t])
+(see ../shared/DESIGN.md section 1). Pre- and post-processing live here too, so callers pass
+pixels with confidences and get 3D back:
+
+- input: root-relative 2D (pelvis subtracted per frame), divided by one scale per window (the
+  confidence-weighted RMS distance to the root), so the model sees scale-free input;
+- output: X in those normalised units (x right, y down, z forward; x, y match the normalised
+  2D under weak perspective). `metric_scale` turns it into millimetres for a stated height.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from streamlift.kernels import attention
+from streamlift.skeleton import H36M17, ROOT
+
+MODES = ("causal", "centred")
+
+
+@dataclass
+class LifterConfig:
+    num_joints: int = H36M17.num_joints
+    window: int = 27  # frames per window, T
+    dim: int = 64  # token width
+    depth: int = 4  # spatial/temporal block pairs
+    heads: int = 2
+    mlp_ratio: float = 2.0
+    dropout: float = 0.0
+    mode: str = "causal"  # which frame of the window an estimate is for: the last, or the middle
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
+        if self.window < 1:
+            raise ValueError("window must be >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class LifterOutput:
+    X: torch.Tensor  # (B, T, J, 3) camera-frame pose, normalised units
+    B: torch.Tensor  # (B, J, 3) reference skeleton
+    D: torch.Tensor  # (B, T, J, 3) deformation
+    R: torch.Tensor  # (B, T, 3, 3) rotation
+    x2d: torch.Tensor  # (B, T, J, 2) normalised 2D input the pose should reproject onto
+    conf: torch.Tensor  # (B, T, J) confidences
+    scale: torch.Tensor  # (B,) pixels per normalised unit
+    extras: dict = field(default_factory=dict)
+
+
+def normalise_2d(kp2d: torch.Tensor, conf: torch.Tensor, eps: float = 1e-6):
+    """Pixels (B, T, J, 2) -> root-relative, scale-free 2D and the per-window scale (B,)."""
+    x = kp2d - kp2d[:, :, ROOT:ROOT + 1]  # (B, T, J, 2)
+    w = conf[..., None]
+    ms = (w * x.square()).sum(dim=(1, 2, 3)) / (2 * w.sum(dim=(1, 2, 3))).clamp_min(eps)
+    scale = ms.sqrt().clamp_min(eps)  # (B,)
+    return x / scale[:, None, None, None], scale
+
+
+def rotation_6d(a: torch.Tensor) -> torch.Tensor:
+    """(..., 6) -> (..., 3, 3) rotation by Gram-Schmidt on two 3-vectors (Zhou et al. 2019)."""
+    a1, a2 = a[..., :3], a[..., 3:]
+    b1 = F.normalize(a1, dim=-1)
+    b2 = F.normalize(a2 - (b1 * a2).sum(-1, keepdim=True) * b1, dim=-1)
+    b3 = torch.cross(b1, b2, dim=-1)
+    return torch.stack([b1, b2, b3], dim=-1)  # columns b1, b2, b3
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, causal: bool = False):
+        super().__init__()
+        self.heads, self.causal = heads, causal
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        N, S, C = x.shape
+        qkv = self.qkv(x).view(N, S, 3, self.heads, C // self.heads)  # (N, S, 3, H, Dh)
+        # head split read through strides: (N, H, S, Dh) views, no copies
+        q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))
+        o = attention(q, k, v, causal=self.causal)  # (N, H, S, Dh)
+        return self.proj(o.transpose(1, 2).reshape(N, S, C))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block over the middle axis of (N, S, C)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x)))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class NRSfMFormer(nn.Module):
+    def __init__(self, cfg: LifterConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or LifterConfig()
+        J, T, C = cfg.num_joints, cfg.window, cfg.dim
+        self.embed = nn.Linear(3, C)  # (x, y, confidence) per joint
+        self.joint_pos = nn.Parameter(torch.zeros(1, 1, J, C))
+        self.frame_pos = nn.Parameter(torch.zeros(1, T, 1, C))
+        nn.init.trunc_normal_(self.joint_pos, std=0.02)
+        nn.init.trunc_normal_(self.frame_pos, std=0.02)
+        self.spatial = nn.ModuleList(Block(C, cfg.heads, cfg.mlp_ratio, cfg.dropout)
+                                     for _ in range(cfg.depth))
+        self.temporal = nn.ModuleList(Block(C, cfg.heads, cfg.mlp_ratio, cfg.dropout)
+                                      for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(C)
+        self.head_B = nn.Linear(C, 3)
+        self.head_D = nn.Linear(C, 3)
+        self.head_R = nn.Sequential(nn.Linear(C, C), nn.GELU(), nn.Linear(C, 6))
+        # start from the identity rotation and a small deformation
+        nn.init.zeros_(self.head_R[-1].weight)
+        with torch.no_grad():
+            self.head_R[-1].bias.copy_(torch.tensor([1.0, 0, 0, 0, 1.0, 0]))
+        nn.init.normal_(self.head_D.weight, std=1e-3)
+        nn.init.zeros_(self.head_D.bias)
+
+    def receptive_field(self) -> int:
+        """Frames of 2D input behind each 3D estimate."""
+        return self.cfg.window
+
+    @property
+    def target_index(self) -> int:
+        """Index in the window of the frame an estimate is for (causal: last; centred: middle)."""
+        return self.cfg.window - 1 if self.cfg.mode == "causal" else self.cfg.window // 2
+
+    def forward(self, kp2d: torch.Tensor, conf: torch.Tensor | None = None) -> LifterOutput:
+        """kp2d (B, T, J, 2) pixels, conf (B, T, J) in [0, 1] (1 if None) -> LifterOutput."""
+        Bn, T, J, _ = kp2d.shape
+        if T != self.cfg.window or J != self.cfg.num_joints:
+            raise ValueError(f"expected windows of (T={self.cfg.window}, J={self.cfg.num_joints}),"
+                             f" got (T={T}, J={J})")
+        if conf is None:
+            conf = torch.ones(kp2d.shape[:3], dtype=kp2d.dtype, device=kp2d.device)
+        x2d, scale = normalise_2d(kp2d, conf)
+        seen = (conf > 0).to(x2d.dtype)[..., None]
+        h = self.embed(torch.cat([x2d * seen, conf[..., None]], dim=-1))  # (B, T, J, C)
+        h = h + self.joint_pos + self.frame_pos
+        C = h.shape[-1]
+        for s_blk, t_blk in zip(self.spatial, self.temporal):
+            h = s_blk(h.reshape(Bn * T, J, C)).view(Bn, T, J, C)  # attend over joints
+            h = h.transpose(1, 2).reshape(Bn * J, T, C)  # (B*J, T, C)
+            h = t_blk(h).view(Bn, J, T, C).transpose(1, 2)  # attend over frames -> (B, T, J, C)
+        h = self.norm(h)
+        B = self.head_B(h.mean(dim=1))  # (B, J, 3), pooled over time
+        D = self.head_D(h)  # (B, T, J, 3)
+        R = rotation_6d(self.head_R(h.mean(dim=2)))  # (B, T, 3, 3), pooled over joints
+        B = B - B[:, ROOT:ROOT + 1]
+        D = D - D[:, :, ROOT:ROOT + 1]
+        S = B[:, None] + D  # (B, T, J, 3) canonical shapes
+        X = S @ R.transpose(-1, -2)  # X[t] = R[t] S[t], row vectors
+        return LifterOutput(X, B, D, R, x2d, conf, scale)
+
+    @torch.no_grad()
+    def lift(self, kp2d: torch.Tensor, conf: torch.Tensor | None = None) -> torch.Tensor:
+        """Windows (B, T, J, 2) -> the 3D pose (B, J, 3) of each window's target frame."""
+        return self.forward(kp2d, conf).X[:, self.target_index]
+
+
+def skeleton_height(X: torch.Tensor) -> torch.Tensor:
+    """Head-to-ankle height along the bones (..., J, 3) -> (...): spine chain + mean leg."""
+    def chain(js):
+        return sum((X[..., a, :] - X[..., b, :]).norm(dim=-1) for a, b in zip(js[:-1], js[1:]))
+    j = H36M17.index
+    spine = chain([j("pelvis"), j("spine"), j("thorax"), j("neck_nose"), j("head")])
+    leg_r = chain([j("pelvis"), j("r_hip"), j("r_knee"), j("r_ankle")])
+    leg_l = chain([j("pelvis"), j("l_hip"), j("l_knee"), j("l_ankle")])
+    return spine + 0.5 * (leg_r + leg_l)
+
+
+def metric_scale(X: torch.Tensor, height_mm: float) -> torch.Tensor:
+    """Scale poses (..., J, 3) so that each skeleton is `height_mm` tall (mm out)."""
+    h = skeleton_height(X).clamp_min(1e-6)
+    return X * (height_mm / h)[..., None, None]
+
+
+def save_checkpoint(path, model: NRSfMFormer, **meta) -> None:
+    """Weights + config + provenance, loadable with torch.load(weights_only=True)."""
+    torch.save({"format": "streamlift-lifter-v1", "config": model.cfg.to_dict(),
+                "state_dict": model.state_dict(), "meta": meta}, path)
+
+
+def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[NRSfMFormer, dict]:
+    """Load a lifter checkpoint safely (no unpickling of arbitrary objects)."""
+    ck = torch.load(path, map_location=device, weights_only=True)
+    if not isinstance(ck, dict) or ck.get("format") != "streamlift-lifter-v1":
+        raise ValueError(f"{path} is not a streamlift lifter checkpoint")
+    model = NRSfMFormer(LifterConfig(**ck["config"])).to(device)
+    model.load_state_dict(ck["state_dict"])
+    model.eval()
+    return model, ck.get("meta", {})
