@@ -119,6 +119,156 @@ def _cmd_data_info(a: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------- train / eval
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from streamlift.model import LifterConfig, MODES
+    from streamlift.train import DEFAULT_WEIGHTS, TrainConfig
+
+    mc, tc = LifterConfig(), TrainConfig()
+    t = sub.add_parser(
+        "train", help="train a lifter from 2D views alone (no 3D labels)",
+        description="Unsupervised training of the NRSfMFormer: reprojection, Procrustean "
+                    "canonicalisation, temporal smoothness, bone symmetry/constancy (and the "
+                    "diffusion prior when given). kp3d in --val is used only to report error. "
+                    "Writes a checkpoint after every epoch; --resume continues one.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("--data", type=Path, nargs="+", required=True,
+                   help="training views .npz file(s) (2D is all it reads)")
+    t.add_argument("--val", type=Path, default=None,
+                   help="validation views .npz with kp3d: N-MPJPE/PA-MPJPE reported each epoch")
+    t.add_argument("--out", type=Path, required=True, help="checkpoint to write (and resume)")
+    t.add_argument("--config", type=Path, default=None,
+                   help="JSON with optional 'model' and 'train' objects (LifterConfig and "
+                        "TrainConfig fields); flags given on the command line override it")
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where to train; auto picks CUDA when present (bf16 autocast there)")
+    t.add_argument("--epochs", type=_positive_int, default=None, help=f"epochs (default {tc.epochs})")
+    t.add_argument("--epoch-windows", type=_positive_int, default=None,
+                   help=f"windows per epoch (default {tc.epoch_windows})")
+    t.add_argument("--batch", type=_positive_int, default=None, help=f"windows per step (default {tc.batch})")
+    t.add_argument("--lr", type=_positive_float, default=None, help=f"peak learning rate (default {tc.lr})")
+    t.add_argument("--seed", type=int, default=None, help=f"random seed (default {tc.seed})")
+    t.add_argument("--window", type=_positive_int, default=None, help=f"frames per window (default {mc.window})")
+    t.add_argument("--mode", choices=MODES, default=None,
+                   help=f"train for causal (estimate the newest frame) or centred estimates (default {mc.mode})")
+    t.add_argument("--dim", type=_positive_int, default=None, help=f"token width (default {mc.dim})")
+    t.add_argument("--depth", type=_positive_int, default=None,
+                   help=f"spatial/temporal block pairs (default {mc.depth})")
+    t.add_argument("--heads", type=_positive_int, default=None, help=f"attention heads (default {mc.heads})")
+    t.add_argument("--weight", action="append", default=[], metavar="NAME=W",
+                   help="loss weight override, repeatable; names: " + ", ".join(DEFAULT_WEIGHTS) +
+                        " (e.g. canonicalisation=0 for the ablation)")
+    t.add_argument("--prior", type=Path, default=None, help="diffusion prior checkpoint for the prior loss")
+    t.add_argument("--prior-weight", type=_non_negative, default=None,
+                   help="weight of the prior loss (needs --prior)")
+    t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser(
+        "eval", help="score a lifter on a views file with 3D ground truth",
+        description="Lift every frame of every view (each the target of its own window, padded "
+                    "at the start as streaming pads) and print MPJPE, N-MPJPE and PA-MPJPE in "
+                    "mm, overall and per action group. MPJPE scales the prediction to the "
+                    "subject's height (the view's median ground-truth skeleton height).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    e.add_argument("--data", type=Path, required=True, help="views .npz with kp3d")
+    e.add_argument("--weights", type=Path, default=None,
+                   help="lifter checkpoint (default: the weights shipped in the package)")
+    e.add_argument("--mode", choices=MODES, default=None,
+                   help="check that the checkpoint was trained for this mode")
+    e.add_argument("--json", type=Path, default=None, help="also write the results here")
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run")
+    e.add_argument("--batch", type=_positive_int, default=512, help="windows per forward pass")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=_cmd_eval)
+
+
+def _configs(a: argparse.Namespace):
+    import json
+
+    from streamlift.model import LifterConfig
+    from streamlift.train import DEFAULT_WEIGHTS, TrainConfig
+
+    model_kw, train_kw = {}, {}
+    if a.config is not None:
+        try:
+            cfg = json.loads(a.config.read_text())
+            model_kw, train_kw = dict(cfg.get("model", {})), dict(cfg.get("train", {}))
+        except (OSError, json.JSONDecodeError, AttributeError) as e:
+            raise UserError(f"--config {a.config}: {e}") from None
+    for k in ("window", "mode", "dim", "depth", "heads"):
+        if getattr(a, k) is not None:
+            model_kw[k] = getattr(a, k)
+    for k in ("epochs", "epoch_windows", "batch", "lr", "seed", "prior_weight"):
+        if getattr(a, k) is not None:
+            train_kw[k] = getattr(a, k)
+    weights = dict(DEFAULT_WEIGHTS, **train_kw.get("weights", {}))
+    for item in a.weight:
+        name, _, val = item.partition("=")
+        if name not in DEFAULT_WEIGHTS:
+            raise UserError(f"--weight {item}: unknown loss {name!r}; known: {', '.join(DEFAULT_WEIGHTS)}")
+        try:
+            weights[name] = float(val)
+        except ValueError:
+            raise UserError(f"--weight {item}: {val!r} is not a number") from None
+    train_kw["weights"] = weights
+    if a.prior is not None:
+        if not a.prior.is_file():
+            raise UserError(f"prior checkpoint not found: {a.prior}")
+        train_kw["prior"] = str(a.prior)
+        train_kw.setdefault("prior_weight", 1.0)
+    elif train_kw.get("prior_weight"):
+        raise UserError("--prior-weight needs --prior")
+    try:
+        return LifterConfig(**model_kw), TrainConfig(**train_kw)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"bad configuration: {e}") from None
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from streamlift.train import train
+
+    model_cfg, train_cfg = _configs(a)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    last = train([str(p) for p in a.data], str(a.val) if a.val else None, str(a.out), model_cfg, train_cfg,
+                 a.device, a.resume, progress=not a.quiet)
+    print(f"saved {a.out} after epoch {last.get('epoch')}")
+    return 0
+
+
+def _cmd_eval(a: argparse.Namespace) -> int:
+    import json
+
+    from streamlift.data import load_views
+    from streamlift.evaluate import evaluate, format_table
+    from streamlift.model import load_checkpoint
+    from streamlift.paths import DEFAULT_WEIGHTS
+    from streamlift.device import pick_device
+
+    weights = a.weights or DEFAULT_WEIGHTS
+    if not Path(weights).is_file():
+        raise UserError(f"weights not found: {weights}")
+    dev = pick_device(a.device)
+    try:
+        model, _ = load_checkpoint(weights, dev)
+    except (ValueError, RuntimeError, OSError) as e:
+        raise UserError(f"{weights}: cannot load a lifter from it ({e})") from None
+    if a.mode and a.mode != model.cfg.mode:
+        raise UserError(f"{weights} was trained for {model.cfg.mode} estimates, not {a.mode}; "
+                        f"train one with --mode {a.mode}")
+    views = load_views(a.data)
+    res = evaluate(model, views, dev, a.batch, progress=not a.quiet)
+    print(f"{a.data}: {res['views']} views, {res['frames']:,} frames, {model.cfg.mode} mode, "
+          f"window {model.cfg.window}, weights {weights}")
+    print(format_table(res))
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps({**res, "mode": model.cfg.mode, "window": model.cfg.window,
+                                      "weights": str(weights), "data": str(a.data)}, indent=1))
+    return 0
+
+
 # ------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -127,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"streamlift {__version__}")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
     _add_data(sub)
+    _add_train(sub)
+    from streamlift.engine.cli import add_commands as add_engine_commands
+    add_engine_commands(sub)
     return p
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 ASSETS = Path(__file__).resolve().parent / "assets"
 # Real CMU motion from the shared data's *test* split (see assets/sample_cmu_test.json).
 SAMPLE_MOCAP = ASSETS / "sample_cmu_test.npz"
+# The shipped lifter (see assets/model-card.md).
+DEFAULT_WEIGHTS = ASSETS / "lifter.pt"
 
 
 def shared_data_dir() -> Path | None:

@@ -122,3 +122,13 @@ def bone_lengths(pose: np.ndarray) -> np.ndarray:
     """Bone lengths `(..., 16)` of H36M-17 poses `(..., 17, 3)`, in the order of H36M17.bones."""
     p, c = np.array(H36M17.bones).T
     return np.linalg.norm(pose[..., c, :] - pose[..., p, :], axis=-1)
+
+
+# Human bone-length proportions (each bone / the sum of all 16, in H36M17.bones order) and a
+# tolerance on their log: the geometric mean of the median skeletons of the two *training*
+# splits in ../shared/data (Bandai, CMU), tolerance = half their log disagreement + 0.1. An
+# unpaired prior on body shape (like the motion prior); no evaluated sequence went into it.
+BONE_PROPORTIONS = (0.0215, 0.1032, 0.1174, 0.0215, 0.1032, 0.1174, 0.0615, 0.0641, 0.0186,
+                    0.0408, 0.0316, 0.0712, 0.0625, 0.0318, 0.0712, 0.0625)
+BONE_PROPORTION_LOG_TOL = (0.201, 0.181, 0.101, 0.201, 0.181, 0.101, 0.239, 0.413, 0.101, 0.15,
+                           0.123, 0.124, 0.12, 0.118, 0.124, 0.12)

@@ -1,0 +1,81 @@
+"""Score a lifter on a views file: every frame, as streaming would see it.
+
+Each frame is the target of its own window (padded at the sequence edges by repeating the
+first/last frame, as a stream's ring buffer does), so the first frames of a view are scored too.
+
+Action groups come from view names: drop a trailing `.camK`, keep what follows the last '/',
+split on '_' and ' ', drop `dataset-N` tokens; the first remaining token is the group.
+`dataset-1_walk-left_angry_001.cam2` -> `walk-left`; `salsa_01.cam0` -> `salsa`;
+`S9/Walking 1.cam2` -> `Walking`.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import torch
+
+from streamlift.data.views import View
+from streamlift.errors import UserError
+from streamlift.metrics import mpjpe, n_mpjpe, pa_mpjpe
+from streamlift.model import NRSfMFormer, metric_scale, skeleton_height
+from streamlift.progress import Progress
+from streamlift.windows import lift_sequence
+
+
+def action_group(view_name: str) -> str:
+    seq = re.sub(r"\.cam\d+$", "", view_name).rsplit("/", 1)[-1]
+    tokens = [t for t in re.split(r"[_ ]+", seq) if t and not re.fullmatch(r"dataset-\d+", t)]
+    return tokens[0] if tokens else seq
+
+
+def evaluate(model: NRSfMFormer, views: dict[str, View], device="cpu", batch: int = 512,
+             progress: bool = True) -> dict:
+    """MPJPE, N-MPJPE, PA-MPJPE (mm) overall and per action group.
+
+    MPJPE needs an absolute scale, which a monocular lifter cannot know: the prediction is
+    scaled to the subject's height, taken per view as the median skeleton height of the
+    ground truth (as a user states it to the server with --height-m).
+    """
+    missing = [n for n, v in views.items() if v.kp3d is None]
+    if missing:
+        raise UserError(f"view {missing[0]!r} has no kp3d: evaluation needs 3D ground truth")
+    per_group: dict[str, list[np.ndarray]] = {}
+    sums = {"mpjpe": 0.0, "n_mpjpe": 0.0, "pa_mpjpe": 0.0}
+    frames = 0
+    total = sum(v.frames for v in views.values())
+    with Progress(total, "eval", "frame", enabled=progress) as bar:
+        for name, v in views.items():
+            pred = torch.from_numpy(lift_sequence(model, v.kp2d, batch, device)).double()
+            gt = torch.from_numpy(v.kp3d).double()
+            height = float(skeleton_height(gt).median())
+            errs = np.stack([
+                mpjpe(metric_scale(pred, height), gt, reduce=False).numpy(),
+                n_mpjpe(pred, gt, reduce=False).numpy(),
+                pa_mpjpe(pred, gt, reduce=False).numpy(),
+            ], axis=1)  # (frames, 3)
+            per_group.setdefault(action_group(name), []).append(errs)
+            for k, col in zip(sums, errs.sum(axis=0)):
+                sums[k] += float(col)
+            frames += v.frames
+            bar.update(v.frames)
+    result = {k: s / frames for k, s in sums.items()}
+    result["frames"] = frames
+    result["views"] = len(views)
+    result["groups"] = {}
+    for g, chunks in sorted(per_group.items()):
+        e = np.concatenate(chunks)
+        result["groups"][g] = {"mpjpe": float(e[:, 0].mean()), "n_mpjpe": float(e[:, 1].mean()),
+                               "pa_mpjpe": float(e[:, 2].mean()), "frames": int(len(e))}
+    return result
+
+
+def format_table(result: dict) -> str:
+    rows = [f"{'group':<28}{'frames':>9}{'MPJPE':>9}{'N-MPJPE':>9}{'PA-MPJPE':>10}"]
+    for g, r in result["groups"].items():
+        rows.append(f"{g:<28}{r['frames']:>9,}{r['mpjpe']:>9.1f}{r['n_mpjpe']:>9.1f}"
+                    f"{r['pa_mpjpe']:>10.1f}")
+    rows.append(f"{'ALL':<28}{result['frames']:>9,}{result['mpjpe']:>9.1f}"
+                f"{result['n_mpjpe']:>9.1f}{result['pa_mpjpe']:>10.1f}")
+    return "\n".join(rows)

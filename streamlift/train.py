@@ -1,0 +1,235 @@
+"""Unsupervised training of the NRSfMFormer from 2D views alone.
+
+3D ground truth in the views files is never read here except to *report* validation error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from streamlift import losses as L
+from streamlift.data.views import View, load_views
+from streamlift.device import pick_device
+from streamlift.errors import UserError
+from streamlift.metrics import n_mpjpe, pa_mpjpe
+from streamlift.model import LifterConfig, NRSfMFormer
+from streamlift.progress import Progress
+from streamlift.skeleton import H36M17
+
+DEFAULT_WEIGHTS = {
+    "reprojection": 1.0,
+    "canonicalisation": 1.0,
+    "smoothness": 1.0,
+    "bone_constancy": 0.5,
+    "bone_symmetry": 0.5,
+    "bone_proportions": 1.0,
+    "depth_extent": 0.05,
+    "deformation": 0.01,
+}
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    epoch_windows: int = 32768  # windows drawn per epoch (targets drawn uniformly over frames)
+    batch: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    seed: int = 0
+    flip_prob: float = 0.5  # mirror the 2D (x -> -x, left <-> right): still a valid 2D sequence
+    noise_px: float = 3.0  # per window, 2D noise of std ~ U(0, noise_px) pixels (detector-like)
+    val_frames: int = 4096  # validation target frames (fixed sample)
+    weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    prior: str | None = None  # path of a diffusion prior checkpoint; None = no prior loss
+    prior_weight: float = 0.0
+    prior_t_range: tuple = (0.05, 0.4)
+
+
+class WindowSampler:
+    """Draws windows (padded at the sequence start like a stream's) from a set of views."""
+
+    def __init__(self, views: dict[str, View], window: int, mode: str):
+        kp = [np.concatenate([v.kp2d[..., :2], v.confidence()[..., None]], axis=-1)
+              for v in views.values()]
+        self.kp = torch.from_numpy(np.concatenate(kp).astype(np.float32))  # (N, J, 3)
+        lengths = np.array([len(k) for k in kp])
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        self.start = torch.from_numpy(np.repeat(starts, lengths))  # (N,) view start per frame
+        self.length = torch.from_numpy(np.repeat(lengths, lengths))  # (N,)
+        first = -(window - 1) if mode == "causal" else -(window // 2)
+        self.offsets = torch.arange(window) + first  # (T,)
+
+    def __len__(self) -> int:
+        return len(self.kp)
+
+    def windows(self, targets: torch.Tensor) -> torch.Tensor:
+        """Global target frame indices (n,) -> windows (n, T, J, 3) of (u, v, confidence)."""
+        local = targets - self.start[targets]
+        idx = (local[:, None] + self.offsets).clamp_min(0)
+        idx = torch.minimum(idx, self.length[targets, None] - 1) + self.start[targets, None]
+        return self.kp[idx]  # (n, T, J, 3)
+
+
+def flip_2d(w: torch.Tensor) -> torch.Tensor:
+    """Mirror windows (n, T, J, 3) left-right: negate u, swap left/right joints."""
+    w = w[:, :, list(H36M17.flip)].clone()
+    w[..., 0] = -w[..., 0]
+    return w
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def validate(model: NRSfMFormer, sampler: WindowSampler, kp3d: torch.Tensor,
+             targets: torch.Tensor, device, batch: int = 512) -> dict[str, float]:
+    """N-MPJPE and PA-MPJPE (mm) of the target frames (3D used only to report)."""
+    model.eval()
+    preds = []
+    for i in range(0, len(targets), batch):
+        w = sampler.windows(targets[i:i + batch]).to(device)
+        preds.append(model.lift(w[..., :2], w[..., 2]).float().cpu())
+    model.train()
+    pred, gt = torch.cat(preds).double(), kp3d[targets].double()
+    return {"n_mpjpe": float(n_mpjpe(pred, gt)), "pa_mpjpe": float(pa_mpjpe(pred, gt))}
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    p = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(p, 1.0)))
+
+
+def train(data: list[str], val: str | None, out: str, model_cfg: LifterConfig, cfg: TrainConfig,
+          device: str = "auto", resume: bool = False, progress: bool = True,
+          log=print) -> dict:
+    """Train (or resume) a lifter; writes a checkpoint to `out` after every epoch."""
+    dev = pick_device(device)
+    torch.manual_seed(cfg.seed)
+    if resume:
+        if not Path(out).is_file():
+            raise UserError(f"--resume: no checkpoint at {out} to resume from")
+        ck = torch.load(out, map_location="cpu", weights_only=True)
+        if "train" not in ck:
+            raise UserError(f"--resume: {out} holds no training state (a shipped model?)")
+        model_cfg = LifterConfig(**ck["config"])
+        saved = dict(ck["train"]["config"])
+        saved["epochs"] = cfg.epochs  # the one setting a resume may extend
+        cfg = TrainConfig(**saved)
+    model = NRSfMFormer(model_cfg).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    epoch0, step, history = 0, 0, []
+    if resume:
+        model.load_state_dict(ck["state_dict"])
+        opt.load_state_dict(ck["train"]["optimizer"])
+        epoch0, step = ck["train"]["epoch"], ck["train"]["step"]
+        history = list(ck["train"]["history"])
+        log(f"resuming {out} at epoch {epoch0}, step {step}")
+
+    train_views = {}
+    for path in data:
+        train_views.update({f"{path}:{k}": v for k, v in load_views(path).items()})
+    sampler = WindowSampler(train_views, model_cfg.window, model_cfg.mode)
+    val_sampler = val_targets = val_3d = None
+    if val:
+        val_views = load_views(val)
+        if any(v.kp3d is None for v in val_views.values()):
+            raise UserError(f"{val}: every validation view needs kp3d to report errors")
+        val_sampler = WindowSampler(val_views, model_cfg.window, model_cfg.mode)
+        val_3d = torch.from_numpy(np.concatenate([v.kp3d for v in val_views.values()]))
+        g = torch.Generator().manual_seed(1234)
+        n = min(cfg.val_frames, len(val_sampler))
+        val_targets = torch.randperm(len(val_sampler), generator=g)[:n]
+    prior = None
+    if cfg.prior and cfg.prior_weight > 0:
+        from streamlift.prior import load_prior, prior_loss
+        prior = load_prior(cfg.prior, dev)
+    log(f"training on {len(train_views)} views / {len(sampler):,} frames from {data}; "
+        f"model {sum(p.numel() for p in model.parameters()):,} params on {dev}")
+
+    steps_per_epoch = max(1, cfg.epoch_windows // cfg.batch)
+    total = steps_per_epoch * cfg.epochs
+    gen = torch.Generator().manual_seed(cfg.seed + 7919 * epoch0)
+    amp = dev.type == "cuda"
+    provenance = {"train_views": [str(p) for p in data],
+                  "train_digest": [file_digest(p) for p in data],
+                  "val_views": str(val) if val else None,
+                  "val_digest": file_digest(val) if val else None}
+    t_start = time.perf_counter()
+    for epoch in range(epoch0, cfg.epochs):
+        sums = {k: 0.0 for k in list(cfg.weights) + (["prior"] if prior else []) + ["total"]}
+        with Progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", "step",
+                      enabled=progress) as bar:
+            for i in range(steps_per_epoch):
+                targets = torch.randint(0, len(sampler), (cfg.batch,), generator=gen)
+                w = sampler.windows(targets)
+                flip = torch.rand(cfg.batch, generator=gen) < cfg.flip_prob
+                w[flip] = flip_2d(w[flip])
+                if cfg.noise_px > 0:
+                    sigma = torch.rand(cfg.batch, 1, 1, 1, generator=gen) * cfg.noise_px
+                    w[..., :2] += sigma * torch.randn(w[..., :2].shape, generator=gen)
+                w = w.to(dev, non_blocking=True)
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step, total, cfg)
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                    o = model(w[..., :2], w[..., 2])
+                terms = {k: L.LOSSES[k](o) for k, wt in cfg.weights.items() if wt}
+                if prior is not None:
+                    terms["prior"] = prior_loss(prior, o.X.float(), cfg.prior_t_range)
+                loss = sum(cfg.weights.get(k, cfg.prior_weight) * v for k, v in terms.items())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                step += 1
+                for k, v in terms.items():
+                    sums[k] += float(v.detach())
+                sums["total"] += float(loss.detach())
+                bar.update(postfix=f"loss {sums['total'] / (i + 1):.4f} "
+                                   f"reproj {sums['reprojection'] / (i + 1):.4f}")
+        rec = {"epoch": epoch + 1, "step": step,
+               **{k: v / steps_per_epoch for k, v in sums.items()},
+               "seconds": time.perf_counter() - t_start}
+        if val_sampler is not None:
+            rec.update({f"val_{k}": v for k, v in
+                        validate(model, val_sampler, val_3d, val_targets, dev).items()})
+        history.append(rec)
+        log(f"epoch {epoch + 1}: loss {rec['total']:.4f}" +
+            (f"  val N-MPJPE {rec['val_n_mpjpe']:.1f} mm  PA-MPJPE {rec['val_pa_mpjpe']:.1f} mm"
+             if "val_n_mpjpe" in rec else ""))
+        _save(out, model, opt, cfg, epoch + 1, step, history, provenance)
+    return history[-1] if history else {}
+
+
+def _save(out, model, opt, cfg, epoch, step, history, provenance) -> None:
+    tmp = f"{out}.tmp"
+    torch.save({
+        "format": "streamlift-lifter-v1",
+        "config": model.cfg.to_dict(),
+        "state_dict": model.state_dict(),
+        "meta": {**provenance, "epochs": epoch, "steps": step, "history": history,
+                 "train_config": _plain(asdict(cfg))},
+        "train": {"config": _plain(asdict(cfg)), "optimizer": opt.state_dict(), "epoch": epoch,
+                  "step": step, "history": history},
+    }, tmp)
+    os.replace(tmp, out)  # a crash mid-write never leaves a broken checkpoint
+
+
+def _plain(d: dict) -> dict:
+    """Tuples -> lists, so the checkpoint loads with weights_only=True."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}

@@ -1,0 +1,98 @@
+"""Training and evaluation end to end on the shipped sample (tiny model, few steps)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from streamlift.cli import main
+from streamlift.data import load_mocap, make_views, save_views
+from streamlift.evaluate import action_group
+from streamlift.model import load_checkpoint
+from streamlift.paths import SAMPLE_MOCAP
+from streamlift.train import WindowSampler, flip_2d
+
+torch.set_num_threads(1)
+TINY = ["--dim", "32", "--depth", "1", "--heads", "2", "--window", "9"]
+
+
+@pytest.fixture(scope="module")
+def sample_views(tmp_path_factory):
+    views = make_views(load_mocap(SAMPLE_MOCAP), n_cameras=1, seed=0, progress=False)
+    path = tmp_path_factory.mktemp("views") / "sample.npz"
+    save_views(path, views)
+    return path, views
+
+
+def test_sampler_windows_stay_inside_their_view(sample_views):
+    _, views = sample_views
+    s = WindowSampler(views, window=9, mode="causal")
+    starts = np.cumsum([0] + [v.frames for v in views.values()])
+    targets = torch.tensor([0, 3, 599, 600, 601, 2999])
+    w = s.windows(targets)  # (6, 9, 17, 3)
+    assert w.shape == (6, 9, 17, 3)
+    kp = s.kp
+    torch.testing.assert_close(w[0], kp[0].expand(9, 17, 3))  # padded with frame 0
+    torch.testing.assert_close(w[3], kp[600].expand(9, 17, 3))  # the next view starts fresh
+    torch.testing.assert_close(w[4, -2:], kp[600:602])
+    torch.testing.assert_close(w[5], kp[2991:3000])
+    assert starts[-1] == len(s)
+
+
+def test_flip_mirrors_and_swaps_sides():
+    w = torch.randn(2, 3, 17, 3)
+    f = flip_2d(w)
+    torch.testing.assert_close(f[:, :, 4, 0], -w[:, :, 1, 0])  # l_hip <- mirrored r_hip
+    torch.testing.assert_close(f[:, :, 0, 1], w[:, :, 0, 1])
+    torch.testing.assert_close(flip_2d(f), w)
+
+
+def test_train_learns_resumes_and_evaluates(sample_views, tmp_path, capsys):
+    data, _ = sample_views
+    out = tmp_path / "m.pt"
+    args = ["train", "--data", str(data), "--val", str(data), "--out", str(out), "--quiet",
+            "--epochs", "2", "--epoch-windows", "256", "--batch", "32", *TINY]
+    assert main(args) == 0
+    ck = torch.load(out, weights_only=True)
+    hist = ck["meta"]["history"]
+    assert [h["epoch"] for h in hist] == [1, 2]
+    assert hist[1]["reprojection"] < hist[0]["reprojection"]
+    assert ck["meta"]["train_views"] == [str(data)] and len(ck["meta"]["train_digest"][0]) == 16
+    assert "val_pa_mpjpe" in hist[-1]
+    # resume adds epochs without starting over
+    assert main(["train", "--data", str(data), "--out", str(out), "--quiet", "--epochs", "3",
+                 "--resume"]) == 0
+    ck = torch.load(out, weights_only=True)
+    assert [h["epoch"] for h in ck["meta"]["history"]] == [1, 2, 3]
+    assert ck["train"]["step"] == 3 * 8
+    model, _ = load_checkpoint(out)
+    assert model.cfg.window == 9
+    # eval: every frame scored, JSON with the documented keys
+    js = tmp_path / "e.json"
+    capsys.readouterr()
+    assert main(["eval", "--data", str(data), "--weights", str(out), "--json", str(js), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    res = json.loads(js.read_text())
+    assert res["frames"] == 3000 and {"mpjpe", "n_mpjpe", "pa_mpjpe"} <= set(res)
+    assert set(res["groups"]) == {"indian", "salsa"}
+    assert "ALL" in printed and "salsa" in printed
+    assert 0 < res["pa_mpjpe"] <= res["n_mpjpe"] + 1e-6
+
+
+def test_train_and_eval_errors(sample_views, tmp_path):
+    data, _ = sample_views
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "a.pt"), "--resume"]) == 2
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "a.pt"),
+                 "--weight", "bogus=1"]) == 2
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "a.pt"),
+                 "--prior-weight", "1"]) == 2
+    assert main(["eval", "--data", str(data), "--weights", str(tmp_path / "none.pt")]) == 2
+
+
+def test_action_groups_from_view_names():
+    assert action_group("dataset-1_walk-left_angry_001.cam2") == "walk-left"
+    assert action_group("dataset-2_raise-up-both-hands_masculine_003.cam0") == "raise-up-both-hands"
+    assert action_group("salsa_01.cam0") == "salsa"
+    assert action_group("S9/Walking 1.cam2") == "Walking"
+    assert action_group("plain") == "plain"
