@@ -1,0 +1,176 @@
+"""Engine benchmarks, machine-readable: `python -m streamlift.engine.bench serve|runner ...`.
+
+- `serve`: a server in this process, P `streamlift send` processes streaming N streams of the
+  shipped sample at F fps for K frames; reports the server's own counters (frames in/out,
+  drops, batch sizes, capture -> publish latency p50/p99). Producers are separate processes so
+  that their Python does not compete with the server's for one interpreter lock.
+- `runner`: the model step alone at each batch size of a ladder: eager vs CUDA-graph replay
+  (on CUDA), numpy in -> numpy out and device-only; median/p20/p80 ms per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from streamlift import __version__
+from streamlift.engine.cli import _ladder, _positive_float, _positive_int
+from streamlift.engine.clients import Producer
+from streamlift.device import pick_device as resolve_device
+from streamlift.engine.demo import load_model
+from streamlift.engine.runner import Runner, skeleton_fn
+from streamlift.engine.server import Server, ServerConfig, format_stats
+from streamlift.errors import UserError
+
+
+def _timed(fn, warmup: int, repeats: int, sync) -> dict:
+    for _ in range(warmup):
+        fn()
+    sync()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        ts.append(1e3 * (time.perf_counter() - t0))
+    p20, p50, p80 = np.percentile(ts, [20, 50, 80])
+    return {"median_ms": round(float(p50), 4), "p20_ms": round(float(p20), 4),
+            "p80_ms": round(float(p80), 4)}
+
+
+def bench_runner(a) -> list[dict]:
+    device = resolve_device(a.device)
+    model, _ = load_model(a.weights, device)
+    T, J = model.cfg.window, model.cfg.num_joints
+    fn = skeleton_fn(model, 1.7)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    providers = {"eager": Runner(fn, T, J, device, "eager")}
+    if device.type == "cuda":
+        providers["graphs"] = Runner(fn, T, J, device, "graphs", a.sizes)
+    g = np.random.default_rng(0)
+    rows = []
+    for b in a.sizes:
+        kp = g.uniform(200, 800, (b, T, J, 2)).astype(np.float32)
+        conf = np.ones((b, T, J), np.float32)
+        for name, r in providers.items():
+            base = {"op": "lift+scale", "provider": name, "batch": b, "window": T,
+                    "dim": model.cfg.dim, "depth": model.cfg.depth, "device": str(device),
+                    "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+                    else "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "streamlift": __version__}
+            rows.append(dict(base, mode="numpy->numpy",
+                             **_timed(lambda: r(kp, conf), a.warmup, a.repeats, sync)))
+            if name == "graphs":
+                rep = r.replays[b]
+                rows.append(dict(base, mode="device", **_timed(rep.replay, a.warmup, a.repeats,
+                                                               sync)))
+            else:
+                x = torch.from_numpy(kp).to(device)
+                c = torch.from_numpy(conf).to(device)
+                rows.append(dict(base, mode="device", **_timed(lambda: fn(x, c), a.warmup,
+                                                               a.repeats, sync)))
+    return rows
+
+
+def bench_serve(a) -> dict:
+    device = resolve_device(a.device)
+    model, path = load_model(a.weights, device)
+    cfg = ServerConfig(input="tcp://127.0.0.1:*", output="tcp://127.0.0.1:*",
+                       max_streams=a.streams, threads=a.threads, idle_timeout_s=60.0,
+                       backend="graphs" if device.type == "cuda" and not a.no_graphs
+                       else "eager")
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    with Server(model, cfg, device, log=log) as server:
+        probe = Producer(server.input_endpoint)
+        probe.request("ping", 10.0)
+        per = [a.streams // a.producers + (i < a.streams % a.producers)
+               for i in range(a.producers)]
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        procs = [subprocess.Popen(
+            [sys.executable, "-m", "streamlift.engine", "send", "--to", server.input_endpoint,
+             "--streams", str(n), "--fps", str(a.fps), "--frames", str(a.frames),
+             "--prefix", f"p{i}.", "--quiet", "--noise-px", "1"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for i, n in enumerate(per) if n]
+        t_first = None  # the senders' start-up (imports, views) is not streaming time
+        last = 0.0
+        while any(p.poll() is None for p in procs):
+            time.sleep(0.05)
+            if t_first is None and server.stats.frames_in:
+                t_first = time.time()
+            if time.time() - last >= 2:
+                last = time.time()
+                log("bench: " + format_stats(server.stats.snapshot()))
+        failed = [p.stderr.read().strip().splitlines()[-1:] for p in procs if p.returncode]
+        if failed:
+            raise UserError(f"a sender failed: {failed[0]}")
+        deadline = time.time() + 30
+        while time.time() < deadline:  # let the last frames through (bounded)
+            s = server.stats.snapshot()
+            if s["frames_out"] + s["frames_dropped"] >= s["frames_in"]:
+                break
+            time.sleep(0.1)
+        seconds = time.time() - (t_first or time.time())
+        stats = probe.request("stats", 10.0)["stats"]
+        probe.close()
+    return {"weights": str(path), "streams": a.streams, "fps": a.fps,
+            "frames_per_stream": a.frames, "producers": a.producers, "seconds": round(seconds, 3),
+            "offered_fps": a.streams * a.fps,
+            "achieved_fps": round(stats["frames_out"] / max(seconds, 1e-9), 1), "window": model.cfg.window,
+            "dim": model.cfg.dim, "depth": model.cfg.depth, "mode": model.cfg.mode,
+            "device": str(device), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "streamlift": __version__, "server": stats}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m streamlift.engine.bench",
+                                description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("serve", "runner"):
+        q = sub.add_parser(name, help=("end-to-end server throughput and latency" if name ==
+                                       "serve" else "model step per batch size, eager vs graphs"),
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        q.add_argument("--weights", type=Path, default=None,
+                       help="lifter checkpoint (default: the shipped lifter)")
+        q.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                       help="where the model runs")
+        q.add_argument("--json", type=Path, default=None, help="write the results here too")
+        if name == "serve":
+            q.add_argument("--streams", type=_positive_int, default=16, help="concurrent streams")
+            q.add_argument("--fps", type=_positive_float, default=30.0,
+                           help="frames per second per stream")
+            q.add_argument("--frames", type=_positive_int, default=300, help="frames per stream")
+            q.add_argument("--producers", type=_positive_int, default=1,
+                           help="sender processes the streams are split over")
+            q.add_argument("--threads", type=_positive_int, default=None,
+                           help="torch threads of the compute loop")
+            q.add_argument("--no-graphs", action="store_true", help="eager on CUDA")
+        else:
+            q.add_argument("--sizes", type=_ladder, default=(1, 2, 4, 8, 16, 32, 64),
+                           help="batch sizes (comma-separated)")
+            q.add_argument("--warmup", type=_positive_int, default=5, help="untimed calls")
+            q.add_argument("--repeats", type=_positive_int, default=30, help="timed calls")
+    a = p.parse_args(argv)
+    try:
+        out = bench_serve(a) if a.cmd == "serve" else bench_runner(a)
+    except UserError as e:
+        print(f"streamlift: error: {e}", file=sys.stderr)
+        return 2
+    text = json.dumps(out, indent=1)
+    print(text)
+    if a.json is not None:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,137 @@
+"""`streamlift demo`: a server in-process, the shipped sample streamed live, accuracy and latency.
+
+The shipped sample is CMU motion from the shared data's *test* split, so the accuracy it
+reports is on motion the lifter never trained on. PA-MPJPE and N-MPJPE are the two metrics
+that ignore the unknown global scale of a monocular lifter, so the published metres (scaled to
+a stated height) can be compared with the ground truth in millimetres directly.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from streamlift.engine.clients import Producer, Subscriber, replay
+from streamlift.engine.server import Server, ServerConfig
+from streamlift.errors import UserError
+from streamlift.model import NRSfMFormer, load_checkpoint
+from streamlift.paths import DEFAULT_WEIGHTS
+
+
+def load_model(weights: Path | None, device: torch.device, window: int | None = None,
+               mode: str | None = None) -> tuple[NRSfMFormer, Path]:
+    """Load a lifter checkpoint safely; --window/--mode, when given, must match it."""
+    path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+    if not path.is_file():
+        if weights is None:
+            raise UserError(f"no trained lifter at {path} (the default weights are not "
+                            f"installed); pass --weights W.pt")
+        raise UserError(f"weights file not found: {path}")
+    try:
+        model, _meta = load_checkpoint(path, device)
+    except Exception as e:  # not a checkpoint, corrupt file, or an unsafe pickle refused
+        raise UserError(f"{path}: cannot load lifter checkpoint ({str(e).splitlines()[0]})") \
+            from None
+    if window is not None and window != model.cfg.window:
+        raise UserError(f"--window {window} does not match {path.name}, which was trained for "
+                        f"{model.cfg.window}-frame windows (leave --window out to use it)")
+    if mode is not None and mode != model.cfg.mode:
+        raise UserError(f"--mode {mode} does not match {path.name}, which was trained for "
+                        f"{model.cfg.mode} windows (leave --mode out to use it)")
+    return model, path
+
+
+def sample_streams(n_streams: int, noise_px: float = 0.0, seed: int = 0):
+    """The shipped sample as n live streams: {id: kp2d (N, 17, 2)} and {id: kp3d (N, 17, 3) mm}."""
+    from streamlift.data import load_mocap, make_views
+    from streamlift.paths import SAMPLE_MOCAP
+
+    mocap = load_mocap(SAMPLE_MOCAP)
+    cams = -(-n_streams // len(mocap.sequences))  # ceil
+    views = make_views(mocap, cams, seed, noise_px, 0.0, progress=False)
+    # cam0 of every sequence first, then cam1, ... so that few streams still cover all motions
+    order = sorted(views, key=lambda v: (int(v.rsplit(".cam", 1)[1]), v))[:n_streams]
+    return ({v: views[v].kp2d for v in order}, {v: views[v].kp3d for v in order},
+            float(next(iter(views.values())).fps))
+
+
+def run_demo(model: NRSfMFormer, device: torch.device, streams: int = 5, fps: float | None = None,
+             frames: int | None = 300, noise_px: float = 0.0, height_m: float = 1.70,
+             threads: int | None = None, progress: bool = True, log=print) -> dict:
+    """Serve, stream, subscribe, measure. Returns the report (see `streamlift demo --help`)."""
+    from streamlift.metrics import n_mpjpe, pa_mpjpe
+
+    kp2d, kp3d, sample_fps = sample_streams(streams, noise_px)
+    fps = fps or sample_fps
+    cfg = ServerConfig(input="tcp://127.0.0.1:*", output="tcp://127.0.0.1:*", height_m=height_m,
+                       max_streams=max(streams, 1), threads=threads, idle_timeout_s=30.0)
+    received: dict[str, list[dict]] = {s: [] for s in kp2d}
+    ends: set[str] = set()
+    done = threading.Event()
+    with Server(model, cfg, device, log=log) as server:
+        sub = Subscriber(server.output_endpoint)
+        ready = threading.Event()
+
+        def collect():
+            ready.set()
+            while not done.is_set():
+                msg = sub.recv(100)
+                if msg is None:
+                    continue
+                if msg["type"] == "skeleton":
+                    received[msg["stream"]].append(msg)
+                elif msg["type"] == "end":
+                    ends.add(msg["stream"])
+                    if len(ends) == len(kp2d):
+                        done.set()
+            sub.close()
+
+        t = threading.Thread(target=collect, name="demo-subscriber", daemon=True)
+        t.start()
+        ready.wait(5)
+        producer = Producer(server.input_endpoint)
+        producer.request("ping", 5.0)  # the server is up and answering
+        time.sleep(0.3)  # PUB/SUB: let the subscription reach the publisher before frame 0
+        n = min(len(v) if frames is None else min(frames, len(v)) for v in kp2d.values())
+        log(f"demo: {len(kp2d)} streams x {n} frames "
+            f"at {fps:g} fps -> {model.cfg.mode} lifter (window {model.cfg.window}) on "
+            f"{device} ({server.runner.backend})")
+        res = replay(producer, kp2d, fps, frames, progress=progress)
+        done.wait(10.0 + 0.01 * res.sent)  # every stream's 'end' (or give up, bounded)
+        done.set()
+        t.join(5)
+        stats = producer.request("stats", 5.0)["stats"]
+        producer.close()
+
+    pred, gt, lat = [], [], []
+    gaps = 0
+    for s, msgs in received.items():
+        for m in msgs:
+            pred.append(m["joints"] * 1000.0)  # metres -> mm
+            gt.append(kp3d[s][m["seq"]])
+            lat.append(1e3 * (m["t_publish"] - m["t_capture"]))
+        outs = [m["out_seq"] for m in msgs]
+        gaps += (max(outs) + 1 - len(outs)) if outs else 0
+    received_n = len(pred)
+    report = {
+        "frames_sent": res.sent,
+        "frames_received": received_n,
+        "latency_ms_p50": float(np.percentile(lat, 50)) if lat else None,
+        "latency_ms_p99": float(np.percentile(lat, 99)) if lat else None,
+        "pa_mpjpe_mm": float(pa_mpjpe(np.stack(pred), np.stack(gt))) if pred else None,
+        "n_mpjpe_mm": float(n_mpjpe(np.stack(pred), np.stack(gt))) if pred else None,
+        "streams": len(kp2d),
+        "fps": fps,
+        "seconds": round(res.seconds, 3),
+        "send_errors": len(res.errors),
+        "subscriber_gaps": gaps,
+        "mode": model.cfg.mode,
+        "window": model.cfg.window,
+        "device": str(device),
+        "server": stats,
+    }
+    return report

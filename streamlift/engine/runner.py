@@ -1,0 +1,141 @@
+"""The runner: batches of windows in, skeletons in metres out, at a ladder of batch sizes.
+
+On CUDA it captures one CUDA graph per batch size of a ladder (largest first, one memory pool,
+static input buffers shared by all sizes), and at run time copies the live batch into the
+static buffers, replays the graph of the next captured size up and slices the result. The
+captured function (lift + metric scaling) has no host synchronisation in it. On CPU it runs
+eagerly on the batch as it is (padding would only waste work there). `EagerStandIn` replays by
+calling the function on the static buffers, so that the padding and slicing logic is exercised
+and tested on CPU exactly as the graphs use it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from streamlift.model import NRSfMFormer, metric_scale
+
+DEFAULT_LADDER = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+EAGER_CHUNK = 32  # windows per eager call: per-window cost on CPU rises with batch (cache misses)
+
+
+def skeleton_fn(model: NRSfMFormer, height_m: float) -> Callable:
+    """kp (B, T, J, 2) px, conf (B, T, J) -> (B, J, 3) metres, root-relative, `height_m` tall."""
+    height_mm = 1000.0 * height_m
+
+    def fn(kp: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
+        return metric_scale(model.lift(kp, conf), height_mm) * 1e-3
+
+    return fn
+
+
+def bucket(n: int, sizes) -> int:
+    """The smallest captured size that holds n windows (n <= max(sizes))."""
+    for s in sizes:
+        if s >= n:
+            return s
+    raise ValueError(f"batch of {n} exceeds the largest captured size {sizes[-1]}")
+
+
+class EagerStandIn:
+    """Same interface as a captured graph: replay() recomputes `out` from the static inputs."""
+
+    def __init__(self, fn: Callable, kp: torch.Tensor, conf: torch.Tensor):
+        self.fn, self.kp, self.conf = fn, kp, conf
+        self.out = fn(kp, conf)
+
+    def replay(self) -> None:
+        self.out = self.fn(self.kp, self.conf)
+
+
+class CudaGraphReplay:
+    """One CUDA graph of `fn` on fixed input views; `out` is its static output tensor."""
+
+    def __init__(self, fn: Callable, kp: torch.Tensor, conf: torch.Tensor, pool):
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=pool):
+            self.out = fn(kp, conf)
+
+    def replay(self) -> None:
+        self.graph.replay()
+
+
+class Runner:
+    """Run windows through the model: `backend` is 'graphs' (CUDA), 'eager' or 'standin'."""
+
+    def __init__(self, fn: Callable, window: int, joints: int, device: torch.device,
+                 backend: str = "eager", sizes=DEFAULT_LADDER):
+        self.fn, self.device, self.backend = fn, torch.device(device), backend
+        self.sizes = tuple(sorted(set(int(s) for s in sizes)))
+        self.calls: dict[int, int] = {}  # captured size -> replays (or eager batch -> calls)
+        if backend == "eager":
+            return
+        if backend == "graphs" and self.device.type != "cuda":
+            raise ValueError("CUDA graphs need a CUDA device")
+        top = self.sizes[-1]
+        # Static inputs shared by every size: graph k reads rows [:k]. Rows past the live batch
+        # hold an earlier batch's windows (finite numbers), whose results are sliced away; the
+        # model treats rows independently, so they cannot change the live rows.
+        self.kp_in = torch.zeros(top, window, joints, 2, device=self.device)  # (B, T, J, 2)
+        self.conf_in = torch.ones(top, window, joints, device=self.device)  # (B, T, J)
+        if self.device.type == "cuda":
+            self.kp_host = torch.zeros(top, window, joints, 2).pin_memory()
+            self.conf_host = torch.ones(top, window, joints).pin_memory()
+        self.replays = {}
+        if backend == "standin":
+            for s in self.sizes:
+                self.replays[s] = EagerStandIn(fn, self.kp_in[:s], self.conf_in[:s])
+            return
+        # Warm up on a side stream (lazy init, cuBLAS handles, kernel autotuning) before capture.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for s in reversed(self.sizes):
+                for _ in range(3):
+                    fn(self.kp_in[:s], self.conf_in[:s])
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        pool = torch.cuda.graph_pool_handle()
+        for s in reversed(self.sizes):  # largest first: smaller graphs reuse its pool memory
+            self.replays[s] = CudaGraphReplay(fn, self.kp_in[:s], self.conf_in[:s], pool)
+        torch.cuda.synchronize()
+
+    @property
+    def max_batch(self) -> int:
+        return EAGER_CHUNK if self.backend == "eager" else self.sizes[-1]
+
+    @torch.no_grad()
+    def __call__(self, kp: np.ndarray, conf: np.ndarray) -> np.ndarray:
+        """kp (B, T, J, 2), conf (B, T, J) float32 -> (B, J, 3) float32 metres."""
+        B = len(kp)
+        out = np.empty((B, kp.shape[2], 3), np.float32)
+        for i in range(0, B, self.max_batch):
+            n = min(self.max_batch, B - i)
+            out[i:i + n] = self._run(kp[i:i + n], conf[i:i + n])
+        return out
+
+    def _run(self, kp: np.ndarray, conf: np.ndarray) -> np.ndarray:
+        n = len(kp)
+        if self.backend == "eager":
+            self.calls[n] = self.calls.get(n, 0) + 1
+            x = torch.from_numpy(kp).to(self.device)
+            c = torch.from_numpy(conf).to(self.device)
+            return self.fn(x, c).float().cpu().numpy()
+        size = bucket(n, self.sizes)
+        self.calls[size] = self.calls.get(size, 0) + 1
+        if self.device.type == "cuda":
+            # pinned staging so that the copies are true async DMA; the .cpu() below is the one
+            # synchronisation per chunk, outside the captured region
+            self.kp_host[:n].copy_(torch.from_numpy(kp))
+            self.conf_host[:n].copy_(torch.from_numpy(conf))
+            self.kp_in[:n].copy_(self.kp_host[:n], non_blocking=True)
+            self.conf_in[:n].copy_(self.conf_host[:n], non_blocking=True)
+        else:
+            self.kp_in[:n].copy_(torch.from_numpy(kp))
+            self.conf_in[:n].copy_(torch.from_numpy(conf))
+        r = self.replays[size]
+        r.replay()
+        return r.out[:n].float().cpu().numpy()  # slice the live rows

@@ -1,0 +1,240 @@
+"""Engine pieces without sockets: protocol decoding, ring-buffer windows, runner padding."""
+
+import math
+
+import msgpack
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamlift.engine import protocol as P
+from streamlift.engine.ring import RingStore
+from streamlift.engine.runner import Runner, bucket, skeleton_fn
+from streamlift.model import LifterConfig, NRSfMFormer
+from streamlift.skeleton import to_h36m
+from streamlift.windows import window_indices
+
+RNG = np.random.default_rng(0)
+KP = (RNG.uniform(300, 700, (17, 2))).astype(np.float32)
+
+
+def frame(**over):
+    msg = {"v": 1, "type": "frame", "stream": "cam0", "seq": 3, "t_capture": 1.7e9,
+           "layout": "h36m17", "kp": P.pack_array(KP)}
+    msg.update(over)
+    return msgpack.packb({k: v for k, v in msg.items() if v is not None}, use_bin_type=True)
+
+
+def code_of(raw, **kw):
+    with pytest.raises(P.ProtocolError) as e:
+        P.decode_request(raw, **kw)
+    return e.value.code
+
+
+# ------------------------------------------------------------------------------------ protocol
+def test_frame_binary_and_lists_decode_the_same():
+    kind, a = P.decode_request(frame())
+    _, b = P.decode_request(frame(kp=KP.tolist()))
+    assert kind == "frame" and a.stream == "cam0" and a.seq == 3
+    np.testing.assert_array_equal(a.kp, KP)
+    np.testing.assert_array_equal(b.kp, KP)
+    np.testing.assert_array_equal(a.conf, np.ones(17, np.float32))
+
+
+def test_confidence_channel_or_field_and_coco_mapping():
+    conf = RNG.uniform(0, 1, 17).astype(np.float32)
+    _, a = P.decode_request(frame(kp=P.pack_array(np.c_[KP, conf])))
+    _, b = P.decode_request(frame(conf=conf.tolist()))
+    np.testing.assert_array_equal(a.conf, conf)
+    np.testing.assert_array_equal(b.conf, conf)
+    _, c = P.decode_request(frame(layout="coco17", kp=P.pack_array(np.c_[KP, conf])))
+    want = to_h36m(np.c_[KP, conf], "coco17")
+    np.testing.assert_allclose(c.kp, want[:, :2], rtol=1e-6)
+    np.testing.assert_allclose(c.conf, want[:, 2])
+
+
+def test_control_messages():
+    assert P.decode_request(msgpack.packb({"v": 1, "type": "stats"})) == ("stats", None)
+    assert P.decode_request(msgpack.packb({"v": 1, "type": "ping"})) == ("ping", None)
+    assert P.decode_request(msgpack.packb({"v": 1, "type": "end", "stream": "a"})) == ("end", "a")
+
+
+BAD = [
+    (b"\xc1", "bad_msgpack"),  # a byte msgpack never uses
+    (b"\x92\x01", "bad_msgpack"),  # truncated array
+    (msgpack.packb(1) + msgpack.packb(2), "bad_msgpack"),  # two objects
+    (msgpack.packb([1, 2]), "bad_message"),
+    (frame(v=2), "unsupported_version"),
+    (frame(v=None), "unsupported_version"),
+    (frame(type="video"), "unknown_type"),
+    (frame(stream="bad id!"), "bad_stream_id"),
+    (frame(stream="x" * 65), "bad_stream_id"),
+    (frame(layout="openpose25"), "unknown_layout"),
+    (frame(kp=KP[:16].tolist()), "bad_shape"),
+    (frame(kp={"dtype": "<f4", "shape": [17, 2], "data": b"\0" * 12}), "bad_shape"),
+    (frame(kp={"dtype": "<f8", "shape": [17, 2], "data": b"\0" * 272}), "bad_shape"),
+    (frame(kp=[[1, 2]] * 16 + [[1]]), "bad_shape"),  # ragged
+    (frame(kp=[["a", "b"]] * 17), "bad_shape"),
+    (frame(conf=[1.0] * 16), "bad_shape"),
+    (frame(kp=np.where(np.arange(34).reshape(17, 2) == 5, np.nan, KP).tolist()), "not_finite"),
+    (frame(kp=np.full((17, 2), 1e39).tolist()), "not_finite"),  # beyond float32
+    (frame(t_capture=math.inf), "not_finite"),
+    (frame(conf=[1.5] * 17), "bad_value"),
+    (frame(seq=-1), "bad_value"),
+    (frame(t_capture=-5.0), "bad_value"),
+    (frame(seq="7"), "bad_message"),
+    (frame(t_capture=None), "bad_message"),
+    (frame(kp=None), "bad_message"),
+    (frame(pad=b"\0" * 70000), "too_large"),
+]
+
+
+@pytest.mark.parametrize("raw,code", BAD, ids=[f"{c}-{i}" for i, (_, c) in enumerate(BAD)])
+def test_bad_messages_get_their_code(raw, code):
+    assert code_of(raw) == code
+    assert code in P.ERRORS
+
+
+def test_errors_name_the_stream_and_seq_when_known():
+    with pytest.raises(P.ProtocolError) as e:
+        P.decode_request(frame(layout="nope", seq=9))
+    msg = e.value.to_msg()
+    assert msg["stream"] == "cam0" and msg["seq"] == 9 and msg["type"] == "error"
+
+
+# ------------------------------------------------------------------------------------ ring
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 60), window=st.integers(1, 12), mode=st.sampled_from(["causal", "centred"]),
+       slack=st.integers(0, 5))
+def test_ring_windows_match_offline_padding(n, window, mode, slack):
+    """Streaming a sequence frame by frame gives every frame the window lift_sequence uses."""
+    kp = np.arange(n, dtype=np.float32)[:, None, None] * np.ones((1, 17, 2), np.float32)
+    ring = RingStore(2, window + slack)
+    other = ring.open("other")  # a second stream in the same block must not leak in
+    st_ = ring.open("s")
+    look = 0 if mode == "causal" else window - 1 - window // 2
+    got = {}
+    for t in range(n):
+        ring.push(other, kp[t] + 1000, np.ones(17), t, 1.0, 1.0)
+        ring.push(st_, kp[t], np.ones(17), t, 1.0, 1.0)
+        ready = t - look
+        if ready >= 0:
+            w, _ = ring.windows(np.array([st_.slot]), np.array([ready]), np.array([st_.n]),
+                                window, mode)
+            got[ready] = w[0, :, 0, 0]
+    for ready in range(max(0, n - look), n):  # the stream ends: flush the rest
+        w, _ = ring.windows(np.array([st_.slot]), np.array([ready]), np.array([n]), window, mode)
+        got[ready] = w[0, :, 0, 0]
+    want = window_indices(n, window, mode).astype(np.float32)
+    assert sorted(got) == list(range(n))
+    np.testing.assert_array_equal(np.stack([got[t] for t in range(n)]), want)
+
+
+def test_ring_slots_are_reused():
+    ring = RingStore(2, 4)
+    a, b = ring.open("a"), ring.open("b")
+    assert ring.free_slots == 0
+    ring.close(a)
+    assert ring.open("c").slot == a.slot
+    with pytest.raises(RuntimeError):
+        ring.open("d")
+    assert b.slot != a.slot
+
+
+# ------------------------------------------------------------------------------------ runner
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return NRSfMFormer(LifterConfig(dim=32, depth=1, heads=2, window=9)).eval()
+
+
+def test_bucket():
+    assert [bucket(n, (1, 2, 4, 8)) for n in (1, 2, 3, 5, 8)] == [1, 2, 4, 8, 8]
+    with pytest.raises(ValueError):
+        bucket(9, (1, 2, 4, 8))
+
+
+def test_standin_pads_to_the_ladder_and_slices(tiny):
+    """The graph path's padding/slicing, on CPU: results equal an unpadded eager call."""
+    fn = skeleton_fn(tiny, 1.7)
+    seen = []
+
+    def recording(kp, conf):
+        seen.append(kp.shape[0])
+        return fn(kp, conf)
+
+    r = Runner(recording, 9, 17, "cpu", "standin", sizes=(1, 2, 4, 8))
+    assert sorted(seen) == [1, 2, 4, 8]  # one construction call per captured size
+    g = np.random.default_rng(1)
+    for n in (8, 3, 1, 5, 13, 20, 2):  # big first so that stale rows are left in the buffers
+        seen.clear()
+        kp = g.uniform(200, 800, (n, 9, 17, 2)).astype(np.float32)
+        conf = g.uniform(0, 1, (n, 9, 17)).astype(np.float32)
+        out = r(kp, conf)
+        want = fn(torch.from_numpy(kp), torch.from_numpy(conf)).numpy()
+        assert out.shape == (n, 17, 3)
+        np.testing.assert_allclose(out, want, atol=1e-5, rtol=1e-5)
+        chunks = [min(8, n - i) for i in range(0, n, 8)]
+        assert seen == [bucket(c, (1, 2, 4, 8)) for c in chunks]  # padded to the next size
+
+
+def test_eager_runner_matches_model(tiny):
+    fn = skeleton_fn(tiny, 1.7)
+    r = Runner(fn, 9, 17, "cpu", "eager")
+    kp = np.random.default_rng(2).uniform(200, 800, (300, 9, 17, 2)).astype(np.float32)
+    conf = np.ones((300, 9, 17), np.float32)
+    want = fn(torch.from_numpy(kp), torch.from_numpy(conf)).numpy()
+    np.testing.assert_allclose(r(kp, conf), want, atol=1e-5, rtol=1e-5)
+    assert set(r.calls) == {32, 300 % 32}  # chunked at EAGER_CHUNK
+
+
+@pytest.mark.gpu
+def test_cuda_graph_runner_matches_eager(tiny):
+    model = NRSfMFormer(tiny.cfg).cuda().eval()
+    model.load_state_dict(tiny.state_dict())
+    fn = skeleton_fn(model, 1.7)
+    graphs = Runner(fn, 9, 17, "cuda", "graphs", sizes=(1, 2, 4, 8, 16))
+    eager = Runner(fn, 9, 17, "cuda", "eager")
+    g = np.random.default_rng(3)
+    for n in (16, 1, 3, 7, 40):
+        kp = g.uniform(200, 800, (n, 9, 17, 2)).astype(np.float32)
+        conf = np.ones((n, 9, 17), np.float32)
+        np.testing.assert_allclose(graphs(kp, conf), eager(kp, conf), atol=1e-4, rtol=1e-4)
+
+
+# msgpack-able values, nested a little, with the keys a frame uses so that fuzzing gets deep
+_leaf = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64 - 1), st.floats(),
+                  st.text(max_size=8), st.binary(max_size=140))
+_value = st.recursive(_leaf, lambda c: st.lists(c, max_size=18) | st.dictionaries(
+    st.sampled_from(["dtype", "shape", "data", "x"]), c, max_size=4), max_leaves=40)
+_message = st.fixed_dictionaries(
+    {"v": st.sampled_from([1, 1, 2, "1", None])},
+    optional={k: _value for k in ("type", "stream", "seq", "t_capture", "layout", "kp", "conf",
+                                  "image_size", "intrinsics")})
+
+
+@settings(max_examples=150, deadline=None)
+@given(raw=st.binary(max_size=300))
+def test_random_bytes_only_ever_raise_protocol_errors(raw):
+    try:
+        P.decode_request(raw)
+    except P.ProtocolError as e:
+        assert e.code in P.ERRORS
+
+
+@settings(max_examples=150, deadline=None)
+@given(msg=_message, frame_type=st.booleans())
+def test_random_messages_only_ever_raise_protocol_errors(msg, frame_type):
+    if frame_type:
+        msg = dict(msg, type="frame", stream="s")
+    try:
+        kind, f = P.decode_request(msgpack.packb(msg, use_bin_type=True))
+    except P.ProtocolError as e:
+        assert e.code in P.ERRORS
+        return
+    if kind == "frame":  # anything accepted is exactly what the compute loop expects
+        assert f.kp.shape == (17, 2) and f.conf.shape == (17,)
+        assert f.kp.dtype == f.conf.dtype == np.float32
+        assert np.isfinite(f.kp).all() and ((f.conf >= 0) & (f.conf <= 1)).all()
