@@ -158,9 +158,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--weight", action="append", default=[], metavar="NAME=W",
                    help="loss weight override, repeatable; names: " + ", ".join(DEFAULT_WEIGHTS) +
                         " (e.g. canonicalisation=0 for the ablation)")
-    t.add_argument("--prior", type=Path, default=None, help="diffusion prior checkpoint for the prior loss")
+    t.add_argument("--prior", type=Path, default=None,
+                   help="diffusion prior checkpoint for the prior loss (default: the shipped one)")
+    t.add_argument("--no-prior", action="store_true", help="train without the diffusion prior loss")
     t.add_argument("--prior-weight", type=_non_negative, default=None,
-                   help="weight of the prior loss (needs --prior)")
+                   help=f"weight of the prior loss (default {tc.prior_weight})")
+    t.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is best when the cores are shared)")
     t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
@@ -180,6 +184,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--json", type=Path, default=None, help="also write the results here")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run")
     e.add_argument("--batch", type=_positive_int, default=512, help="windows per forward pass")
+    e.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=_cmd_eval)
 
@@ -213,23 +218,33 @@ def _configs(a: argparse.Namespace):
         except ValueError:
             raise UserError(f"--weight {item}: {val!r} is not a number") from None
     train_kw["weights"] = weights
-    if a.prior is not None:
-        if not a.prior.is_file():
-            raise UserError(f"prior checkpoint not found: {a.prior}")
-        train_kw["prior"] = str(a.prior)
-        train_kw.setdefault("prior_weight", 1.0)
-    elif train_kw.get("prior_weight"):
-        raise UserError("--prior-weight needs --prior")
+    if a.no_prior:
+        if a.prior is not None or a.prior_weight is not None:
+            raise UserError("--no-prior contradicts --prior/--prior-weight")
+        train_kw["prior"], train_kw["prior_weight"] = None, 0.0
+    else:
+        from streamlift.paths import DEFAULT_PRIOR
+        prior = a.prior or train_kw.get("prior") or DEFAULT_PRIOR
+        if not Path(prior).is_file():
+            raise UserError(f"prior checkpoint not found: {prior} (or train with --no-prior)")
+        train_kw["prior"] = str(prior)
     try:
         return LifterConfig(**model_kw), TrainConfig(**train_kw)
     except (TypeError, ValueError) as e:
         raise UserError(f"bad configuration: {e}") from None
 
 
+def _set_threads(n: int | None) -> None:
+    if n:
+        import torch
+        torch.set_num_threads(n)
+
+
 def _cmd_train(a: argparse.Namespace) -> int:
     from streamlift.train import train
 
     model_cfg, train_cfg = _configs(a)
+    _set_threads(a.threads)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     last = train([str(p) for p in a.data], str(a.val) if a.val else None, str(a.out), model_cfg, train_cfg,
                  a.device, a.resume, progress=not a.quiet)
@@ -246,6 +261,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     from streamlift.paths import DEFAULT_WEIGHTS
     from streamlift.device import pick_device
 
+    _set_threads(a.threads)
     weights = a.weights or DEFAULT_WEIGHTS
     if not Path(weights).is_file():
         raise UserError(f"weights not found: {weights}")
@@ -280,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     from streamlift.engine.cli import add_commands as add_engine_commands
     add_engine_commands(sub)
+    from streamlift.prior_cli import add_commands as add_prior_commands
+    add_prior_commands(sub)
     return p
 
 

@@ -10,6 +10,8 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 SAMPLE_MOCAP = ASSETS / "sample_cmu_test.npz"
 # The shipped lifter (see assets/model-card.md).
 DEFAULT_WEIGHTS = ASSETS / "lifter.pt"
+# The shipped diffusion motion prior (see assets/prior-card.md).
+DEFAULT_PRIOR = ASSETS / "prior.pt"
 
 
 def shared_data_dir() -> Path | None:

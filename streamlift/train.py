@@ -50,7 +50,7 @@ class TrainConfig:
     val_frames: int = 4096  # validation target frames (fixed sample)
     weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     prior: str | None = None  # path of a diffusion prior checkpoint; None = no prior loss
-    prior_weight: float = 0.0
+    prior_weight: float = 2.0
     prior_t_range: tuple = (0.05, 0.4)
 
 
@@ -159,6 +159,9 @@ def train(data: list[str], val: str | None, out: str, model_cfg: LifterConfig, c
     if cfg.prior and cfg.prior_weight > 0:
         from streamlift.prior import load_prior, prior_loss
         prior = load_prior(cfg.prior, dev)
+        if model_cfg.window < prior.cfg.window:
+            raise UserError(f"the prior judges windows of {prior.cfg.window} frames; a "
+                            f"{model_cfg.window}-frame lifter must train with --no-prior")
     log(f"training on {len(train_views)} views / {len(sampler):,} frames from {data}; "
         f"model {sum(p.numel() for p in model.parameters()):,} params on {dev}")
 
