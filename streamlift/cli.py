@@ -7,36 +7,9 @@ import sys
 from pathlib import Path
 
 from streamlift import __version__
+from streamlift.argtypes import non_negative, positive_float, positive_int, probability
 from streamlift.errors import UserError
 from streamlift.paths import SAMPLE_MOCAP
-
-
-def _positive_int(s: str) -> int:
-    v = int(s)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
-def _non_negative(s: str) -> float:
-    v = float(s)
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {s}")
-    return v
-
-
-def _probability(s: str) -> float:
-    v = float(s)
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {s}")
-    return v
-
-
-def _positive_float(s: str) -> float:
-    v = float(s)
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
-    return v
 
 
 # ---------------------------------------------------------------------------------- data views
@@ -60,18 +33,18 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--split", default="all", choices=["train", "val", "test", "all"],
                    help="which sequences to use; anything but 'all' needs --splits")
     v.add_argument("--out", type=Path, required=True, help="views .npz to write")
-    v.add_argument("--cameras", type=_positive_int, default=4, help="cameras per sequence")
+    v.add_argument("--cameras", type=positive_int, default=4, help="cameras per sequence")
     v.add_argument("--seed", type=int, default=0,
                    help="rig and noise seed; a view's camera depends only on it and the name")
-    v.add_argument("--noise-px", type=_non_negative, default=0.0,
+    v.add_argument("--noise-px", type=non_negative, default=0.0,
                    help="std. dev. of i.i.d. Gaussian 2D noise, pixels")
-    v.add_argument("--drop-prob", type=_probability, default=0.0,
+    v.add_argument("--drop-prob", type=probability, default=0.0,
                    help="probability that a joint is dropped (confidence 0), per joint and frame")
-    v.add_argument("--fps", type=_positive_float, default=None,
+    v.add_argument("--fps", type=positive_float, default=None,
                    help="resample the motion to this frame rate (default: the source's)")
-    v.add_argument("--src-fps", type=_positive_float, default=None,
+    v.add_argument("--src-fps", type=positive_float, default=None,
                    help="source frame rate, when no .json beside the mocap file names it")
-    v.add_argument("--image-size", type=_positive_int, nargs=2, default=[1000, 1000],
+    v.add_argument("--image-size", type=positive_int, nargs=2, default=[1000, 1000],
                    metavar=("W", "H"), help="image width and height, pixels")
     v.add_argument("--quiet", action="store_true", help="no progress bar")
     v.set_defaults(func=_cmd_data_views)
@@ -142,28 +115,28 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "TrainConfig fields); flags given on the command line override it")
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to train; auto picks CUDA when present (bf16 autocast there)")
-    t.add_argument("--epochs", type=_positive_int, default=None, help=f"epochs (default {tc.epochs})")
-    t.add_argument("--epoch-windows", type=_positive_int, default=None,
+    t.add_argument("--epochs", type=positive_int, default=None, help=f"epochs (default {tc.epochs})")
+    t.add_argument("--epoch-windows", type=positive_int, default=None,
                    help=f"windows per epoch (default {tc.epoch_windows})")
-    t.add_argument("--batch", type=_positive_int, default=None, help=f"windows per step (default {tc.batch})")
-    t.add_argument("--lr", type=_positive_float, default=None, help=f"peak learning rate (default {tc.lr})")
+    t.add_argument("--batch", type=positive_int, default=None, help=f"windows per step (default {tc.batch})")
+    t.add_argument("--lr", type=positive_float, default=None, help=f"peak learning rate (default {tc.lr})")
     t.add_argument("--seed", type=int, default=None, help=f"random seed (default {tc.seed})")
-    t.add_argument("--window", type=_positive_int, default=None, help=f"frames per window (default {mc.window})")
+    t.add_argument("--window", type=positive_int, default=None, help=f"frames per window (default {mc.window})")
     t.add_argument("--mode", choices=MODES, default=None,
                    help=f"train for causal (estimate the newest frame) or centred estimates (default {mc.mode})")
-    t.add_argument("--dim", type=_positive_int, default=None, help=f"token width (default {mc.dim})")
-    t.add_argument("--depth", type=_positive_int, default=None,
+    t.add_argument("--dim", type=positive_int, default=None, help=f"token width (default {mc.dim})")
+    t.add_argument("--depth", type=positive_int, default=None,
                    help=f"spatial/temporal block pairs (default {mc.depth})")
-    t.add_argument("--heads", type=_positive_int, default=None, help=f"attention heads (default {mc.heads})")
+    t.add_argument("--heads", type=positive_int, default=None, help=f"attention heads (default {mc.heads})")
     t.add_argument("--weight", action="append", default=[], metavar="NAME=W",
                    help="loss weight override, repeatable; names: " + ", ".join(DEFAULT_WEIGHTS) +
                         " (e.g. canonicalisation=0 for the ablation)")
     t.add_argument("--prior", type=Path, default=None,
                    help="diffusion prior checkpoint for the prior loss (default: the shipped one)")
     t.add_argument("--no-prior", action="store_true", help="train without the diffusion prior loss")
-    t.add_argument("--prior-weight", type=_non_negative, default=None,
+    t.add_argument("--prior-weight", type=non_negative, default=None,
                    help=f"weight of the prior loss (default {tc.prior_weight})")
-    t.add_argument("--threads", type=_positive_int, default=None,
+    t.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is best when the cores are shared)")
     t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -183,8 +156,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="check that the checkpoint was trained for this mode")
     e.add_argument("--json", type=Path, default=None, help="also write the results here")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run")
-    e.add_argument("--batch", type=_positive_int, default=512, help="windows per forward pass")
-    e.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    e.add_argument("--batch", type=positive_int, default=512, help="windows per forward pass")
+    e.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=_cmd_eval)
 

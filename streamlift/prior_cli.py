@@ -14,34 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+from streamlift.argtypes import positive_float, positive_int
 from streamlift.errors import UserError
-from streamlift.paths import ASSETS
-
-DEFAULT_PRIOR = ASSETS / "prior.pt"
-
-
-def _positive_int(s: str) -> int:
-    v = int(s)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
-def _positive_float(s: str) -> float:
-    v = float(s)
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
-    return v
-
-
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    return torch.device(name)
+from streamlift.device import pick_device
+from streamlift.paths import DEFAULT_PRIOR
 
 
 def _sources(mocap: list[Path], splits: Path, split: str):
@@ -77,23 +53,23 @@ def _add_train(sub) -> None:
     t.add_argument("--out", type=Path, required=True, help="prior checkpoint to write (.pt)")
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to train (auto: CUDA when available)")
-    t.add_argument("--steps", type=_positive_int, default=30000, help="optimizer steps")
-    t.add_argument("--batch", type=_positive_int, default=256, help="windows per step")
-    t.add_argument("--lr", type=_positive_float, default=1e-3,
+    t.add_argument("--steps", type=positive_int, default=30000, help="optimizer steps")
+    t.add_argument("--batch", type=positive_int, default=256, help="windows per step")
+    t.add_argument("--lr", type=positive_float, default=1e-3,
                    help="peak AdamW learning rate (linear warm-up, cosine decay)")
-    t.add_argument("--window", type=_positive_int, default=9, help="frames per motion window")
-    t.add_argument("--width", type=_positive_int, default=320, help="denoiser hidden width")
-    t.add_argument("--blocks", type=_positive_int, default=4, help="denoiser residual blocks")
+    t.add_argument("--window", type=positive_int, default=9, help="frames per motion window")
+    t.add_argument("--width", type=positive_int, default=320, help="denoiser hidden width")
+    t.add_argument("--blocks", type=positive_int, default=4, help="denoiser residual blocks")
     t.add_argument("--schedule", default="cosine", choices=["cosine", "linear"],
                    help="DDPM noise schedule")
     t.add_argument("--ema", type=float, default=0.999,
                    help="decay of the weight average that is saved (0 disables it)")
     t.add_argument("--seed", type=int, default=0, help="seed of weights and window sampling")
-    t.add_argument("--threads", type=_positive_int, default=None,
+    t.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default: torch's own choice)")
-    t.add_argument("--ckpt-every", type=_positive_int, default=2000,
+    t.add_argument("--ckpt-every", type=positive_int, default=2000,
                    help="write the checkpoints every this many steps")
-    t.add_argument("--time-limit", type=_positive_float, default=None,
+    t.add_argument("--time-limit", type=positive_float, default=None,
                    help="stop after this many seconds of training and save (the learning-rate "
                         "schedule still follows --steps)")
     t.add_argument("--resume", action="store_true",
@@ -116,7 +92,7 @@ def cmd_train_prior(a: argparse.Namespace) -> int:
         torch.set_num_threads(a.threads)
     if not 0 <= a.ema < 1:
         raise UserError(f"--ema must be in [0, 1), got {a.ema}")
-    dev = _device(a.device)
+    dev = pick_device(a.device)
     state_path = _train_state_path(a.out)
     if a.resume and not state_path.is_file():
         raise UserError(f"--resume: no training state at {state_path}")
@@ -214,15 +190,15 @@ def _add_sample(sub) -> None:
                     "scaled to --height-mm.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     s.add_argument("--prior", type=Path, default=DEFAULT_PRIOR, help="prior checkpoint")
-    s.add_argument("--n", type=_positive_int, required=True, help="number of windows to draw")
+    s.add_argument("--n", type=positive_int, required=True, help="number of windows to draw")
     s.add_argument("--out", type=Path, required=True, help=".npz to write")
-    s.add_argument("--steps", type=_positive_int, default=50, help="DDIM denoising steps")
+    s.add_argument("--steps", type=positive_int, default=50, help="DDIM denoising steps")
     s.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
-    s.add_argument("--height-mm", type=_positive_float, default=1700.0,
+    s.add_argument("--height-mm", type=positive_float, default=1700.0,
                    help="skeleton height for 'samples_mm'")
     s.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
                    help="where to sample")
-    s.add_argument("--threads", type=_positive_int, default=1,
+    s.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (the work is small; more threads mostly contend)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_sample_prior)
@@ -238,7 +214,7 @@ def cmd_sample_prior(a: argparse.Namespace) -> int:
     from streamlift.skeleton import H36M17
 
     torch.set_num_threads(a.threads)
-    dev = _device(a.device)
+    dev = pick_device(a.device)
     prior = load_prior(a.prior, dev)
     g = torch.Generator(device=dev).manual_seed(a.seed)
     out = []
@@ -269,16 +245,16 @@ def _add_check(sub) -> None:
     c.add_argument("--splits", type=Path, required=True, help="splits.json")
     c.add_argument("--split", default="val", choices=["train", "val", "test"],
                    help="which split to compare with (val: never trained on, not the test set)")
-    c.add_argument("--windows", type=_positive_int, default=1024, help="held-out windows")
-    c.add_argument("--samples", type=_positive_int, default=512, help="prior samples")
-    c.add_argument("--ddim-steps", type=_positive_int, default=50, help="DDIM steps per sample")
+    c.add_argument("--windows", type=positive_int, default=1024, help="held-out windows")
+    c.add_argument("--samples", type=positive_int, default=512, help="prior samples")
+    c.add_argument("--ddim-steps", type=positive_int, default=50, help="DDIM steps per sample")
     c.add_argument("--seed", type=int, default=0, help="seed of windows, views and noise")
     c.add_argument("--fit-windows", type=int, default=128,
                    help="27-frame windows for the 2D-only depth fit with/without the prior "
                         "(0 skips it)")
-    c.add_argument("--fit-weight", type=_positive_float, default=1.0,
+    c.add_argument("--fit-weight", type=positive_float, default=1.0,
                    help="prior_loss weight in that fit (reprojection has weight 1)")
-    c.add_argument("--threads", type=_positive_int, default=1,
+    c.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (the work is small; more threads mostly contend)")
     c.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     c.set_defaults(func=cmd_check_prior)

@@ -99,7 +99,7 @@ def test_serve_process_streams_and_stops_cleanly_on_sigterm(weights):
     inp, out = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlift.engine", "serve", "--weights", str(weights),
+        [sys.executable, "-m", "streamlift", "serve", "--weights", str(weights),
          "--input", inp, "--output", out, "--threads", "1", "--stats-every", "0.5"],
         stderr=subprocess.PIPE, text=True, env=env)
     try:

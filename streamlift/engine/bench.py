@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from streamlift import __version__
-from streamlift.engine.cli import _ladder, _positive_float, _positive_int
+from streamlift.argtypes import positive_float, positive_int
+from streamlift.engine.cli import _ladder
 from streamlift.engine.clients import Producer
 from streamlift.device import pick_device as resolve_device
 from streamlift.engine.demo import load_model
@@ -144,20 +145,20 @@ def main(argv=None) -> int:
                        help="where the model runs")
         q.add_argument("--json", type=Path, default=None, help="write the results here too")
         if name == "serve":
-            q.add_argument("--streams", type=_positive_int, default=16, help="concurrent streams")
-            q.add_argument("--fps", type=_positive_float, default=30.0,
+            q.add_argument("--streams", type=positive_int, default=16, help="concurrent streams")
+            q.add_argument("--fps", type=positive_float, default=30.0,
                            help="frames per second per stream")
-            q.add_argument("--frames", type=_positive_int, default=300, help="frames per stream")
-            q.add_argument("--producers", type=_positive_int, default=1,
+            q.add_argument("--frames", type=positive_int, default=300, help="frames per stream")
+            q.add_argument("--producers", type=positive_int, default=1,
                            help="sender processes the streams are split over")
-            q.add_argument("--threads", type=_positive_int, default=None,
+            q.add_argument("--threads", type=positive_int, default=None,
                            help="torch threads of the compute loop")
             q.add_argument("--no-graphs", action="store_true", help="eager on CUDA")
         else:
             q.add_argument("--sizes", type=_ladder, default=(1, 2, 4, 8, 16, 32, 64),
                            help="batch sizes (comma-separated)")
-            q.add_argument("--warmup", type=_positive_int, default=5, help="untimed calls")
-            q.add_argument("--repeats", type=_positive_int, default=30, help="timed calls")
+            q.add_argument("--warmup", type=positive_int, default=5, help="untimed calls")
+            q.add_argument("--repeats", type=positive_int, default=30, help="timed calls")
     a = p.parse_args(argv)
     try:
         out = bench_serve(a) if a.cmd == "serve" else bench_runner(a)

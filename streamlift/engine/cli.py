@@ -10,31 +10,11 @@ import threading
 import time
 from pathlib import Path
 
+from streamlift.argtypes import non_negative, positive_float, positive_int
 from streamlift.errors import UserError
 
 INPUT = "tcp://127.0.0.1:5555"
 OUTPUT = "tcp://127.0.0.1:5556"
-
-
-def _positive_int(s: str) -> int:
-    v = int(s)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
-def _non_negative(s: str) -> float:
-    v = float(s)
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {s}")
-    return v
-
-
-def _positive_float(s: str) -> float:
-    v = float(s)
-    if not 0 < v < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
-    return v
 
 
 def _ladder(s: str) -> tuple[int, ...]:
@@ -53,10 +33,10 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
                         "streamlift/assets/lifter.pt)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where the model runs; auto picks CUDA when there is one")
-    p.add_argument("--height-m", type=_positive_float, default=1.70,
+    p.add_argument("--height-m", type=positive_float, default=1.70,
                    help="subject height the skeletons are scaled to, metres (a monocular "
                         "lifter only knows shape up to scale)")
-    p.add_argument("--threads", type=_positive_int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch threads of the compute loop (default: torch's choice)")
 
 
@@ -80,22 +60,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="also bind a PULL endpoint for PUSH producers (their errors are only "
                         "counted: PUSH cannot receive replies)")
     _model_flags(s)
-    s.add_argument("--window", type=_positive_int, default=None,
+    s.add_argument("--window", type=positive_int, default=None,
                    help="frames per window; must match the checkpoint (default: the checkpoint's)")
     s.add_argument("--mode", choices=["causal", "centred"], default=None,
                    help="causal: a frame is published as soon as it arrives; centred: once the "
                         "frames after it arrive (more accurate, window//2 frames later). Must "
                         "match the checkpoint (default: the checkpoint's)")
-    s.add_argument("--max-streams", type=_positive_int, default=256,
+    s.add_argument("--max-streams", type=positive_int, default=256,
                    help="concurrent streams; a new stream beyond it gets 'too_many_streams'")
-    s.add_argument("--idle-timeout", type=_positive_float, default=10.0,
+    s.add_argument("--idle-timeout", type=positive_float, default=10.0,
                    help="seconds without a frame after which a stream is ended and its slot freed")
-    s.add_argument("--max-message-bytes", type=_positive_int, default=64 * 1024,
+    s.add_argument("--max-message-bytes", type=positive_int, default=64 * 1024,
                    help="larger messages are refused with 'too_large'")
-    s.add_argument("--max-lag", type=_positive_int, default=128,
+    s.add_argument("--max-lag", type=positive_int, default=128,
                    help="frames a stream may wait for the compute loop; beyond it the stream's "
                         "oldest frames are skipped (counted as dropped) so latency stays bounded")
-    s.add_argument("--pub-hwm", type=_positive_int, default=1000,
+    s.add_argument("--pub-hwm", type=positive_int, default=1000,
                    help="skeletons queued per subscriber before PUB drops (slow subscribers "
                         "see gaps in out_seq; the engine never waits for them)")
     s.add_argument("--no-graphs", action="store_true",
@@ -103,7 +83,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--batch-sizes", type=_ladder, default=(1, 2, 4, 8, 16, 32, 64, 128, 256),
                    help="comma-separated CUDA-graph batch ladder; a tick's batch is padded to "
                         "the next size up")
-    s.add_argument("--stats-every", type=_non_negative, default=10.0,
+    s.add_argument("--stats-every", type=non_negative, default=10.0,
                    help="print a stats line every this many seconds (0: only at exit)")
     s.set_defaults(func=_cmd_serve)
 
@@ -120,18 +100,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "by one camera each, more cameras when --streams asks for more)")
     p.add_argument("--view", action="append", default=None, metavar="NAME",
                    help="replay only this view (repeatable; default: all)")
-    p.add_argument("--streams", type=_positive_int, default=None,
+    p.add_argument("--streams", type=positive_int, default=None,
                    help="number of streams; views are reused (ids get -1, -2, ...) when there "
                         "are more streams than views (default: one per view)")
-    p.add_argument("--fps", type=_positive_float, default=None,
+    p.add_argument("--fps", type=positive_float, default=None,
                    help="frames per second per stream (default: the views' frame rate)")
-    p.add_argument("--frames", type=_positive_int, default=None,
+    p.add_argument("--frames", type=positive_int, default=None,
                    help="frames per stream (default: the whole view)")
-    p.add_argument("--loop", type=_positive_int, default=1,
+    p.add_argument("--loop", type=positive_int, default=1,
                    help="play each view this many times (seq keeps counting up)")
-    p.add_argument("--noise-px", type=_non_negative, default=0.0,
+    p.add_argument("--noise-px", type=non_negative, default=0.0,
                    help="std. dev. of Gaussian noise added to every keypoint, pixels")
-    p.add_argument("--jitter-ms", type=_non_negative, default=0.0,
+    p.add_argument("--jitter-ms", type=non_negative, default=0.0,
                    help="std. dev. of Gaussian timing jitter of each send, ms")
     p.add_argument("--seed", type=int, default=0, help="noise and jitter seed")
     p.add_argument("--prefix", default="",
@@ -152,9 +132,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--stream", action="append", default=None, metavar="ID",
                    help="only this stream (repeatable; default: all)")
     w.add_argument("--out", type=Path, default=None, help="record to this .npz or .jsonl file")
-    w.add_argument("--count", type=_positive_int, default=None,
+    w.add_argument("--count", type=positive_int, default=None,
                    help="stop after this many skeletons")
-    w.add_argument("--duration", type=_positive_float, default=None,
+    w.add_argument("--duration", type=positive_float, default=None,
                    help="stop after this many seconds")
     w.add_argument("--quiet", action="store_true",
                    help="no line per skeleton, only the summary at the end")
@@ -170,13 +150,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     "scale-invariant).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _model_flags(d)
-    d.add_argument("--streams", type=_positive_int, default=5,
+    d.add_argument("--streams", type=positive_int, default=5,
                    help="concurrent streams (the 5 sample clips, then more cameras)")
-    d.add_argument("--fps", type=_positive_float, default=None,
+    d.add_argument("--fps", type=positive_float, default=None,
                    help="frames per second per stream (default: the sample's, 50)")
-    d.add_argument("--frames", type=_positive_int, default=300,
+    d.add_argument("--frames", type=positive_int, default=300,
                    help="frames per stream (the clips have 600)")
-    d.add_argument("--noise-px", type=_non_negative, default=0.0,
+    d.add_argument("--noise-px", type=non_negative, default=0.0,
                    help="std. dev. of Gaussian 2D detector noise, pixels")
     d.add_argument("--json", type=Path, default=None, metavar="OUT",
                    help="also write the report as JSON (frames_sent, frames_received, "
@@ -389,22 +369,3 @@ def _cmd_demo(a: argparse.Namespace) -> int:
         a.json.write_text(json.dumps(r, indent=1) + "\n")
     return 0
 
-
-def build_parser() -> argparse.ArgumentParser:
-    """A parser with only the engine's commands (`python -m streamlift.engine ...`)."""
-    p = argparse.ArgumentParser(prog="streamlift",
-                                description="streamlift's streaming engine commands.")
-    add_commands(p.add_subparsers(dest="cmd", metavar="COMMAND", required=True))
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except UserError as e:
-        print(f"streamlift: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("streamlift: interrupted", file=sys.stderr)
-        return 130
