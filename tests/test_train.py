@@ -85,8 +85,12 @@ def test_train_and_eval_errors(sample_views, tmp_path):
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "a.pt"), "--resume"]) == 2
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "a.pt"),
                  "--weight", "bogus=1"]) == 2
-    assert main(["train", "--data", str(data), "--out", str(tmp_path / "a.pt"),
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "a.pt"), "--no-prior",
                  "--prior-weight", "1"]) == 2
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "a.pt"),
+                 "--prior", str(tmp_path / "missing.pt")]) == 2
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "a.pt"), *TINY,
+                 "--window", "5"]) == 2  # shorter than the prior's window
     assert main(["eval", "--data", str(data), "--weights", str(tmp_path / "none.pt")]) == 2
 
 

@@ -96,7 +96,7 @@ def bench_serve(a) -> dict:
                for i in range(a.producers)]
         env = dict(os.environ, OMP_NUM_THREADS="1")
         procs = [subprocess.Popen(
-            [sys.executable, "-m", "streamlift.engine", "send", "--to", server.input_endpoint,
+            [sys.executable, "-m", "streamlift", "send", "--to", server.input_endpoint,
              "--streams", str(n), "--fps", str(a.fps), "--frames", str(a.frames),
              "--prefix", f"p{i}.", "--quiet", "--noise-px", "1"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
