@@ -230,22 +230,12 @@ def _cmd_eval(a: argparse.Namespace) -> int:
 
     from streamlift.data import load_views
     from streamlift.evaluate import evaluate, format_table
-    from streamlift.model import load_checkpoint
-    from streamlift.paths import DEFAULT_WEIGHTS
     from streamlift.device import pick_device
+    from streamlift.model import load_lifter
 
     _set_threads(a.threads)
-    weights = a.weights or DEFAULT_WEIGHTS
-    if not Path(weights).is_file():
-        raise UserError(f"weights not found: {weights}")
     dev = pick_device(a.device)
-    try:
-        model, _ = load_checkpoint(weights, dev)
-    except (ValueError, RuntimeError, OSError) as e:
-        raise UserError(f"{weights}: cannot load a lifter from it ({e})") from None
-    if a.mode and a.mode != model.cfg.mode:
-        raise UserError(f"{weights} was trained for {model.cfg.mode} estimates, not {a.mode}; "
-                        f"train one with --mode {a.mode}")
+    model, weights = load_lifter(a.weights, dev, mode=a.mode)
     views = load_views(a.data)
     res = evaluate(model, views, dev, a.batch, progress=not a.quiet)
     print(f"{a.data}: {res['views']} views, {res['frames']:,} frames, {model.cfg.mode} mode, "

@@ -14,6 +14,7 @@ pixels with confidences and get 3D back:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -211,3 +212,30 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[NRSfMForm
     model.load_state_dict(ck["state_dict"])
     model.eval()
     return model, ck.get("meta", {})
+
+
+def load_lifter(weights: Path | None, device: torch.device, window: int | None = None,
+               mode: str | None = None) -> tuple[NRSfMFormer, Path]:
+    """Load a lifter for the CLI: the shipped one when `weights` is None; errors as UserError;
+    --window/--mode, when given, must match the checkpoint."""
+    from streamlift.errors import UserError
+    from streamlift.paths import DEFAULT_WEIGHTS
+
+    path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+    if not path.is_file():
+        if weights is None:
+            raise UserError(f"no trained lifter at {path} (the default weights are not "
+                            f"installed); pass --weights W.pt")
+        raise UserError(f"weights file not found: {path}")
+    try:
+        model, _meta = load_checkpoint(path, device)
+    except Exception as e:  # not a checkpoint, corrupt file, or an unsafe pickle refused
+        raise UserError(f"{path}: cannot load lifter checkpoint ({str(e).splitlines()[0]})") \
+            from None
+    if window is not None and window != model.cfg.window:
+        raise UserError(f"--window {window} does not match {path.name}, which was trained for "
+                        f"{model.cfg.window}-frame windows (leave --window out to use it)")
+    if mode is not None and mode != model.cfg.mode:
+        raise UserError(f"--mode {mode} does not match {path.name}, which was trained for "
+                        f"{model.cfg.mode} windows (leave --mode out to use it)")
+    return model, path

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from streamlift.engine import cli as ecli
-from streamlift.engine import demo as edemo
 from streamlift.engine.clients import Producer, Subscriber
 from streamlift.engine.server import Server, ServerConfig
+from streamlift.model import load_lifter
 from streamlift.errors import UserError
 from streamlift.model import LifterConfig, NRSfMFormer, save_checkpoint
 
@@ -57,7 +57,8 @@ def run(argv):
 
 
 def test_missing_default_weights_is_one_clear_line(monkeypatch, tmp_path):
-    monkeypatch.setattr(edemo, "DEFAULT_WEIGHTS", tmp_path / "lifter.pt")
+    import streamlift.paths
+    monkeypatch.setattr(streamlift.paths, "DEFAULT_WEIGHTS", tmp_path / "lifter.pt")
     for cmd in ("serve", "demo"):
         with pytest.raises(UserError, match=r"no trained lifter at .*lifter\.pt.*--weights"):
             run([cmd, "--device", "cpu"])
@@ -130,7 +131,7 @@ def test_serve_process_streams_and_stops_cleanly_on_sigterm(weights):
 
 
 def test_send_and_watch_against_a_server(weights, tmp_path, capsys):
-    model, _ = edemo.load_model(weights, torch.device("cpu"))
+    model, _ = load_lifter(weights, torch.device("cpu"))
     cfg = ServerConfig(input="tcp://127.0.0.1:*", output="tcp://127.0.0.1:*", threads=1)
     with Server(model, cfg, "cpu", log=lambda line: None) as server:
         rc = {}

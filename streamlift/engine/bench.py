@@ -26,7 +26,7 @@ from streamlift.argtypes import positive_float, positive_int
 from streamlift.engine.cli import _ladder
 from streamlift.engine.clients import Producer
 from streamlift.device import pick_device as resolve_device
-from streamlift.engine.demo import load_model
+from streamlift.model import load_lifter
 from streamlift.engine.runner import Runner, skeleton_fn
 from streamlift.engine.server import Server, ServerConfig, format_stats
 from streamlift.errors import UserError
@@ -49,7 +49,7 @@ def _timed(fn, warmup: int, repeats: int, sync) -> dict:
 
 def bench_runner(a) -> list[dict]:
     device = resolve_device(a.device)
-    model, _ = load_model(a.weights, device)
+    model, _ = load_lifter(a.weights, device)
     T, J = model.cfg.window, model.cfg.num_joints
     fn = skeleton_fn(model, 1.7)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -83,7 +83,7 @@ def bench_runner(a) -> list[dict]:
 
 def bench_serve(a) -> dict:
     device = resolve_device(a.device)
-    model, path = load_model(a.weights, device)
+    model, path = load_lifter(a.weights, device)
     cfg = ServerConfig(input="tcp://127.0.0.1:*", output="tcp://127.0.0.1:*",
                        max_streams=a.streams, threads=a.threads, idle_timeout_s=60.0,
                        backend="graphs" if device.type == "cuda" and not a.no_graphs

@@ -186,11 +186,11 @@ def _install_signals(handler) -> dict:
 
 def _cmd_serve(a: argparse.Namespace) -> int:
     from streamlift.device import pick_device as resolve_device
-    from streamlift.engine.demo import load_model
+    from streamlift.model import load_lifter
     from streamlift.engine.server import Server, ServerConfig, format_stats
 
     device = resolve_device(a.device)
-    model, path = load_model(a.weights, device, a.window, a.mode)
+    model, path = load_lifter(a.weights, device, a.window, a.mode)
     cfg = ServerConfig(input=a.input, output=a.output, pull=a.pull, height_m=a.height_m,
                        max_streams=a.max_streams, idle_timeout_s=a.idle_timeout,
                        max_message_bytes=a.max_message_bytes, pub_hwm=a.pub_hwm,
@@ -349,10 +349,11 @@ def _cmd_watch(a: argparse.Namespace) -> int:
 
 def _cmd_demo(a: argparse.Namespace) -> int:
     from streamlift.device import pick_device as resolve_device
-    from streamlift.engine.demo import load_model, run_demo
+    from streamlift.engine.demo import run_demo
+    from streamlift.model import load_lifter
 
     device = resolve_device(a.device)
-    model, _ = load_model(a.weights, device)
+    model, _ = load_lifter(a.weights, device)
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     r = run_demo(model, device, a.streams, a.fps, a.frames, a.noise_px, a.height_m, a.threads,
                  progress=not a.quiet, log=log)

@@ -10,39 +10,13 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from streamlift.engine.clients import Producer, Subscriber, replay
 from streamlift.engine.server import Server, ServerConfig
-from streamlift.errors import UserError
-from streamlift.model import NRSfMFormer, load_checkpoint
-from streamlift.paths import DEFAULT_WEIGHTS
-
-
-def load_model(weights: Path | None, device: torch.device, window: int | None = None,
-               mode: str | None = None) -> tuple[NRSfMFormer, Path]:
-    """Load a lifter checkpoint safely; --window/--mode, when given, must match it."""
-    path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
-    if not path.is_file():
-        if weights is None:
-            raise UserError(f"no trained lifter at {path} (the default weights are not "
-                            f"installed); pass --weights W.pt")
-        raise UserError(f"weights file not found: {path}")
-    try:
-        model, _meta = load_checkpoint(path, device)
-    except Exception as e:  # not a checkpoint, corrupt file, or an unsafe pickle refused
-        raise UserError(f"{path}: cannot load lifter checkpoint ({str(e).splitlines()[0]})") \
-            from None
-    if window is not None and window != model.cfg.window:
-        raise UserError(f"--window {window} does not match {path.name}, which was trained for "
-                        f"{model.cfg.window}-frame windows (leave --window out to use it)")
-    if mode is not None and mode != model.cfg.mode:
-        raise UserError(f"--mode {mode} does not match {path.name}, which was trained for "
-                        f"{model.cfg.mode} windows (leave --mode out to use it)")
-    return model, path
+from streamlift.model import NRSfMFormer
 
 
 def sample_streams(n_streams: int, noise_px: float = 0.0, seed: int = 0):
