@@ -26,6 +26,8 @@ ap.add_argument("--epoch-windows", type=int, default=8192, help="windows per epo
 ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
 ap.add_argument("--only", nargs="*", default=None, help="run only these variants")
 ap.add_argument("--out-dir", type=Path, required=True, help="where checkpoints and tables go")
+ap.add_argument("--reuse", action="store_true",
+                help="score an existing checkpoint in --out-dir instead of retraining it (to add test files)")
 args = ap.parse_args()
 
 variants = {
@@ -46,10 +48,12 @@ results = json.loads(results_path.read_text()) if results_path.exists() else {}
 for name, extra in variants.items():
     slug = name.split(" (")[0].replace(" ", "_")
     ckpt = args.out_dir / f"{slug}.pt"
-    t0 = time.time()
-    cli(["train", "--threads", str(args.threads), "--data", *args.train, "--val", args.val, "--out", str(ckpt), "--quiet",
-         "--epochs", str(args.epochs), "--epoch-windows", str(args.epoch_windows), *extra])
-    row = {"train_seconds": round(time.time() - t0), "args": extra}
+    row = results.get(name, {}) if args.reuse and ckpt.exists() else {}
+    if not row:
+        t0 = time.time()
+        cli(["train", "--threads", str(args.threads), "--data", *args.train, "--val", args.val, "--out", str(ckpt),
+             "--quiet", "--epochs", str(args.epochs), "--epoch-windows", str(args.epoch_windows), *extra])
+        row = {"train_seconds": round(time.time() - t0), "args": extra}
     for tname, tfile in tests.items():
         js = args.out_dir / f"{slug}.{tname}.json"
         cli(["eval", "--threads", str(args.threads), "--data", tfile, "--weights", str(ckpt), "--json", str(js), "--quiet"])
@@ -58,10 +62,11 @@ for name, extra in variants.items():
     results[name] = row
     results_path.write_text(json.dumps(results, indent=1))
 
-lines = ["| variant | " + " | ".join(f"{t} N-MPJPE | {t} PA-MPJPE" for t in tests) + " |",
-         "|---" * (1 + 2 * len(tests)) + "|"]
+all_tests = list(dict.fromkeys([t for row in results.values() for t in row if isinstance(row[t], dict) and "n_mpjpe" in row[t]]))
+lines = ["| variant | " + " | ".join(f"{t} N-MPJPE | {t} PA-MPJPE" for t in all_tests) + " |",
+         "|---" * (1 + 2 * len(all_tests)) + "|"]
 for name, row in results.items():
-    cells = [f"{row[t]['n_mpjpe']:.1f} | {row[t]['pa_mpjpe']:.1f}" if t in row else "- | -" for t in tests]
+    cells = [f"{row[t]['n_mpjpe']:.1f} | {row[t]['pa_mpjpe']:.1f}" if t in row else "- | -" for t in all_tests]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
 (args.out_dir / "table.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))

@@ -115,6 +115,25 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(p, 1.0)))
 
 
+def train_step(model: NRSfMFormer, opt: torch.optim.Optimizer, w: torch.Tensor, cfg: TrainConfig,
+               prior=None, amp: bool = False) -> tuple[torch.Tensor, dict]:
+    """One optimiser step on a batch of windows w (B, T, J, 3: x, y, confidence); returns the
+    weighted loss and its terms (tensors; reading them is left to the caller, so that a
+    benchmark of this step does not pay a host synchronisation per term)."""
+    with torch.autocast(w.device.type, dtype=torch.bfloat16, enabled=amp):
+        o = model(w[..., :2], w[..., 2])
+    terms = {k: L.LOSSES[k](o) for k, wt in cfg.weights.items() if wt}
+    if prior is not None:
+        from streamlift.prior import prior_loss
+        terms["prior"] = prior_loss(prior, o.X.float(), cfg.prior_t_range)
+    loss = sum(cfg.weights.get(k, cfg.prior_weight) * v for k, v in terms.items())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss, terms
+
+
 def train(data: list[str], val: str | None, out: str, model_cfg: LifterConfig, cfg: TrainConfig,
           device: str = "auto", resume: bool = False, progress: bool = True,
           log=print) -> dict:
@@ -157,7 +176,7 @@ def train(data: list[str], val: str | None, out: str, model_cfg: LifterConfig, c
         val_targets = torch.randperm(len(val_sampler), generator=g)[:n]
     prior = None
     if cfg.prior and cfg.prior_weight > 0:
-        from streamlift.prior import load_prior, prior_loss
+        from streamlift.prior import load_prior
         prior = load_prior(cfg.prior, dev)
         if model_cfg.window < prior.cfg.window:
             raise UserError(f"the prior judges windows of {prior.cfg.window} frames; a "
@@ -189,16 +208,7 @@ def train(data: list[str], val: str | None, out: str, model_cfg: LifterConfig, c
                 w = w.to(dev, non_blocking=True)
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step, total, cfg)
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                    o = model(w[..., :2], w[..., 2])
-                terms = {k: L.LOSSES[k](o) for k, wt in cfg.weights.items() if wt}
-                if prior is not None:
-                    terms["prior"] = prior_loss(prior, o.X.float(), cfg.prior_t_range)
-                loss = sum(cfg.weights.get(k, cfg.prior_weight) * v for k, v in terms.items())
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
+                loss, terms = train_step(model, opt, w, cfg, prior, amp)
                 step += 1
                 for k, v in terms.items():
                     sums[k] += float(v.detach())

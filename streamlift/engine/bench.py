@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -81,14 +82,15 @@ def bench_runner(a) -> list[dict]:
     return rows
 
 
-def bench_serve(a) -> dict:
+def bench_serve(a, log=None) -> dict:
     device = resolve_device(a.device)
     model, path = load_lifter(a.weights, device)
     cfg = ServerConfig(input="tcp://127.0.0.1:*", output="tcp://127.0.0.1:*",
                        max_streams=a.streams, threads=a.threads, idle_timeout_s=60.0,
                        backend="graphs" if device.type == "cuda" and not a.no_graphs
                        else "eager")
-    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    ru0 = None  # CPU time of this process (server threads) from the first frame on
     with Server(model, cfg, device, log=log) as server:
         probe = Producer(server.input_endpoint)
         probe.request("ping", 10.0)
@@ -103,32 +105,40 @@ def bench_serve(a) -> dict:
             for i, n in enumerate(per) if n]
         t_first = None  # the senders' start-up (imports, views) is not streaming time
         last = 0.0
-        while any(p.poll() is None for p in procs):
-            time.sleep(0.05)
+        expected = a.streams * a.frames
+        while any(p.poll() is None for p in procs) and server.stats.frames_in < expected:
+            time.sleep(0.01)
             if t_first is None and server.stats.frames_in:
-                t_first = time.time()
+                t_first, ru0 = time.time(), resource.getrusage(resource.RUSAGE_SELF)
             if time.time() - last >= 2:
                 last = time.time()
                 log("bench: " + format_stats(server.stats.snapshot()))
-        failed = [p.stderr.read().strip().splitlines()[-1:] for p in procs if p.returncode]
-        if failed:
-            raise UserError(f"a sender failed: {failed[0]}")
         deadline = time.time() + 30
         while time.time() < deadline:  # let the last frames through (bounded)
             s = server.stats.snapshot()
             if s["frames_out"] + s["frames_dropped"] >= s["frames_in"]:
                 break
-            time.sleep(0.1)
-        seconds = time.time() - (t_first or time.time())
+            time.sleep(0.01)
+        seconds = time.time() - (t_first or time.time())  # first frame in -> last frame out
+        ru1 = resource.getrusage(resource.RUSAGE_SELF)
+        for p in procs:
+            p.wait(timeout=60)
+        failed = [p.stderr.read().strip().splitlines()[-1:] for p in procs if p.returncode]
+        if failed:
+            raise UserError(f"a sender failed: {failed[0]}")
         stats = probe.request("stats", 10.0)["stats"]
         probe.close()
+    busy = ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)) if ru0 else 0.0
+    # cores the server process kept busy while streams were live (1.0 = one whole core)
+    cpu = {"server_cpu_s": round(busy, 2), "server_cores_busy": round(busy / max(seconds, 1e-9), 3),
+           "machine_cores": os.cpu_count()}
     return {"weights": str(path), "streams": a.streams, "fps": a.fps,
             "frames_per_stream": a.frames, "producers": a.producers, "seconds": round(seconds, 3),
             "offered_fps": a.streams * a.fps,
             "achieved_fps": round(stats["frames_out"] / max(seconds, 1e-9), 1), "window": model.cfg.window,
             "dim": model.cfg.dim, "depth": model.cfg.depth, "mode": model.cfg.mode,
             "device": str(device), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "streamlift": __version__, "server": stats}
+            "torch": torch.__version__, "streamlift": __version__, "server": stats, "cpu": cpu}
 
 
 def main(argv=None) -> int:

@@ -50,11 +50,12 @@ class ServerConfig:
     sizes: tuple[int, ...] = DEFAULT_LADDER
 
 
-def _percentiles(xs, qs=(50, 99)) -> dict:
+def _percentiles(xs, qs=(20, 50, 80, 99)) -> dict:
     if not xs:
-        return {f"p{q}": None for q in qs}
+        return {**{f"p{q}": None for q in qs}, "max": None}
     a = np.asarray(xs, dtype=np.float64)
-    return {f"p{q}": round(float(np.percentile(a, q)), 3) for q in qs}
+    return {**{f"p{q}": round(float(np.percentile(a, q)), 3) for q in qs},
+            "max": round(float(a.max()), 3)}
 
 
 class Stats:

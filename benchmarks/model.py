@@ -1,0 +1,104 @@
+"""Model suite: the lifter's forward pass, windows per second, eager vs CUDA graph, against a
+peer architecture (VideoPose3D's temporal convolutions) timed in the same harness.
+
+Each case times the step the engine runs per tick (2D pixels + confidences in, metric 3D of the
+newest frame out: `streamlift.engine.runner.skeleton_fn`) on a batch of windows already on the
+device. The achieved FLOP/s is set against a peak *measured in the same run* — a large fp32
+matrix multiply on the same device — so "fraction of peak" needs no datasheet.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmarks.harness import Result, measure, result
+from benchmarks.videopose3d import VideoPose3D, receptive_field_config
+from streamlift.engine.runner import Runner, skeleton_fn
+from streamlift.model import LifterConfig, NRSfMFormer, load_lifter
+
+
+def count_flops(fn, *args) -> int:
+    """FLOPs of one call, counted by torch (matmuls, convolutions and attention)."""
+    with FlopCounterMode(display=False) as fc:
+        fn(*args)
+    return int(fc.get_total_flops())
+
+
+def gemm_peak(device: torch.device, quick: bool) -> tuple[float, dict]:
+    """Measured fp32 matmul FLOP/s on this device: the ceiling our figures are read against."""
+    n = 1024 if device.type == "cpu" else 8192
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    prev = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False  # the lifter runs in plain fp32
+    try:
+        t = measure(lambda: a @ b, device, warmup=2, repeats=5 if quick else 20)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = prev
+    return 2 * n ** 3 / (t.median / 1e3), {"n": n, "timing": t}
+
+
+def _windows(batch: int, window: int, joints: int, device: torch.device):
+    g = torch.Generator().manual_seed(0)
+    kp = (torch.rand(batch, window, joints, 2, generator=g) * 600 + 200).to(device)  # pixels
+    conf = torch.ones(batch, window, joints).to(device)
+    return kp, conf
+
+
+def run(device: torch.device, quick: bool, log=print) -> list[Result]:
+    rows: list[Result] = []
+    peak, peak_info = gemm_peak(device, quick)
+    log(f"  fp32 GEMM peak measured on this device: {peak / 1e9:,.1f} GFLOP/s "
+        f"({peak_info['n']}x{peak_info['n']} matmul, {peak_info['timing'].median:.2f} ms)")
+    rows.append(result("model", "fp32 GEMM (peak reference)", "torch.matmul", {"n": peak_info["n"]},
+                       peak_info["timing"], gflops=round(peak / 1e9, 1)))
+    shipped, _ = load_lifter(None, device)
+    windows = (27,) if quick else (27, 81, 243)
+    batches = (1, 16) if quick else (1, 8, 64, 256) if device.type == "cpu" else (1, 8, 64, 256, 1024)
+    repeats = 5 if quick else 20
+    for T in windows:
+        if T == shipped.cfg.window:
+            model = shipped
+        else:  # same architecture, longer window; random weights cost the same
+            cfg = LifterConfig(**{**shipped.cfg.to_dict(), "window": T})
+            model = NRSfMFormer(cfg).to(device).eval()
+        J = model.cfg.num_joints
+        fn = skeleton_fn(model, 1.7)
+        peer = VideoPose3D(J, receptive_field_config(T)).to(device).eval()
+        graphs = Runner(fn, T, J, device, "graphs", batches) if device.type == "cuda" else None
+        for B in batches:
+            kp, conf = _windows(B, T, J, device)
+            flops = count_flops(fn, kp, conf)
+            peer_flops = count_flops(peer, kp)
+            sizes = {"batch": B, "window": T, "joints": J, "dim": model.cfg.dim,
+                     "depth": model.cfg.depth}
+            with torch.no_grad():
+                t_eager = measure(lambda: fn(kp, conf), device, repeats=repeats)
+                t_peer = measure(lambda: peer(kp), device, repeats=repeats)
+                t_graph = None
+                if graphs is not None:
+                    graphs.kp_in[:B].copy_(kp)
+                    graphs.conf_in[:B].copy_(conf)
+                    t_graph = measure(graphs.replays[B].replay, device, repeats=repeats)
+
+            def row(provider, t, fl, **extra):
+                achieved = fl / (t.median / 1e3)
+                return result("model", f"lift T={T}", provider, sizes, t,
+                              windows_per_s=round(B / (t.median / 1e3), 1),
+                              gflop_per_window=round(fl / B / 1e9, 4),
+                              achieved_gflops=round(achieved / 1e9, 2),
+                              fraction_of_gemm_peak=round(achieved / peak, 4), **extra)
+
+            rows.append(row("streamlift eager", t_eager, flops))
+            if t_graph is not None:
+                rows.append(row("streamlift cuda-graph", t_graph, flops,
+                                speedup_vs_eager=round(t_eager.median / t_graph.median, 2)))
+            best = t_graph or t_eager
+            rows.append(row(f"videopose3d rf{T}", t_peer, peer_flops,
+                            params=sum(p.numel() for p in peer.parameters()),
+                            streamlift_speedup=round(t_peer.median / best.median, 2)))
+            log(f"  T={T} B={B}: eager {t_eager.median:.3f} ms"
+                + (f", graph {t_graph.median:.3f} ms" if t_graph else "")
+                + f", videopose3d {t_peer.median:.3f} ms")
+    return rows
