@@ -16,7 +16,7 @@ from streamlift.paths import SAMPLE_MOCAP
 def _add_data(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="make and inspect 2D views files from 3D motion capture",
                           description="Make and inspect views files (the train/eval format).")
-    dsub = data.add_subparsers(dest="data_cmd", metavar="{views,info}", required=True)
+    dsub = data.add_subparsers(dest="data_cmd", metavar="{views,info,import-h36m}", required=True)
 
     v = dsub.add_parser(
         "views", help="project 3D mocap through seeded studio cameras into a views file",
@@ -54,6 +54,30 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     i.add_argument("views", type=Path, help="views .npz")
     i.set_defaults(func=_cmd_data_info)
 
+    h = dsub.add_parser(
+        "import-h36m", help="import Human3.6M from VideoPose3D's preprocessed .npz files",
+        description="Convert VideoPose3D's data_3d_h36m.npz into a mocap file (with its .json "
+                    "and a .splits.json: train S1 S5 S6 S7, val S8, test S9 S11) for `data "
+                    "views` and `train-prior`, and/or a data_2d_h36m_<detector>.npz into a "
+                    "views file of real detector 2D (no 3D: the file has no cameras) for "
+                    "`train`. These files hold pickled dicts: pass --allow-pickle only for "
+                    "files you trust.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    h.add_argument("--3d", dest="in3d", type=Path, default=None, metavar="DATA_3D.npz",
+                   help="VideoPose3D's data_3d_h36m.npz (positions_3d, metres)")
+    h.add_argument("--out", type=Path, default=None,
+                   help="mocap .npz to write from --3d (its .json and .splits.json go beside it)")
+    h.add_argument("--2d", dest="in2d", type=Path, default=None, metavar="DATA_2D.npz",
+                   help="VideoPose3D's data_2d_h36m_<detector>.npz (positions_2d, pixels)")
+    h.add_argument("--out-views", type=Path, default=None,
+                   help="views .npz to write from --2d")
+    h.add_argument("--subjects", nargs="+", default=None, metavar="S",
+                   help="only these subjects from --2d (e.g. S1 S5 S6 S7 to train)")
+    h.add_argument("--allow-pickle", action="store_true",
+                   help="allow numpy to unpickle the files (needed for this format; it can run "
+                        "code from the file)")
+    h.set_defaults(func=_cmd_data_import_h36m)
+
 
 def _cmd_data_views(a: argparse.Namespace) -> int:
     from streamlift.data import load_mocap, make_views, save_views
@@ -89,6 +113,26 @@ def _cmd_data_info(a: argparse.Namespace) -> int:
     print(f"  fps: {', '.join(f'{f:g}' for f in fps) or 'not given'}; "
           f"3D ground truth in {with_3d}/{len(views)} views; "
           f"joints with confidence 0: {100 * (conf == 0).mean():.2f}%")
+    return 0
+
+
+def _cmd_data_import_h36m(a: argparse.Namespace) -> int:
+    from streamlift.data.h36m import import_2d, import_3d
+
+    if a.in3d is None and a.in2d is None:
+        raise UserError("give --3d DATA_3D.npz --out MOCAP.npz and/or --2d DATA_2D.npz "
+                        "--out-views VIEWS.npz")
+    if a.in3d is not None:
+        if a.out is None:
+            raise UserError("--3d needs --out MOCAP.npz")
+        r = import_3d(a.in3d, a.out, a.allow_pickle)
+        print(f"wrote {a.out}: {r['sequences']} sequences, {r['frames']:,} frames at 50 fps; "
+              f"splits in {r['splits_path']} ({', '.join(f'{k} {v}' for k, v in r['splits'].items())})")
+    if a.in2d is not None:
+        if a.out_views is None:
+            raise UserError("--2d needs --out-views VIEWS.npz")
+        r = import_2d(a.in2d, a.out_views, a.allow_pickle, a.subjects)
+        print(f"wrote {a.out_views}: {r['views']} views, {r['frames']:,} frames of detector 2D")
     return 0
 
 
