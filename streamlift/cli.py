@@ -305,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_commands(sub)
     from streamlift.prior_cli import add_commands as add_prior_commands
     add_prior_commands(sub)
+    from streamlift.render import add_command as add_render_command
+    add_render_command(sub)
     return p
 
 

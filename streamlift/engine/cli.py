@@ -126,7 +126,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "watch", help="subscribe to a server and print or record the 3D skeletons",
         description="Subscribe to a server's skeletons (all streams, or the ones named), print "
                     "one line per skeleton and optionally record them (.npz: per stream "
-                    "joints/seq/out_seq/timestamps; .jsonl: one message per line).",
+                    "joints/seq/out_seq/timestamps; .jsonl: one message per line), draw them "
+                    "into a video clip (--render) or show them in a window (--show). Skeleton "
+                    "messages carry no 2D input, so drawings have the 3D panels only (camera "
+                    "view and side view over a ground grid; docs/rendering.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     w.add_argument("--from", dest="source", default=OUTPUT, help="the server's PUB endpoint")
     w.add_argument("--stream", action="append", default=None, metavar="ID",
@@ -138,6 +141,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="stop after this many seconds")
     w.add_argument("--quiet", action="store_true",
                    help="no line per skeleton, only the summary at the end")
+    w.add_argument("--render", type=Path, default=None, metavar="CLIP.mp4",
+                   help="draw one stream's skeletons into this .mp4 (mp4v) as they arrive: the "
+                        "first --stream, else the first stream heard. 3D panels only (camera "
+                        "view, side view with a ground grid): the protocol does not send the 2D "
+                        "input back")
+    w.add_argument("--show", action="store_true",
+                   help="show the same drawing live in a window (needs a display and OpenCV "
+                        "with GUI support; q or Esc in the window stops watching)")
+    w.add_argument("--render-fps", type=positive_float, default=None,
+                   help="frame rate of the --render clip (default: estimated from the first "
+                        "skeletons' capture times)")
+    w.add_argument("--render-size", type=positive_int, default=480,
+                   help="panel size of --render/--show drawings, pixels (two panels side by side)")
     w.set_defaults(func=_cmd_watch)
 
     # ------------------------------------------------------------------------------- demo
@@ -295,6 +311,15 @@ def _cmd_watch(a: argparse.Namespace) -> int:
         if not STREAM_ID_RE.match(sid):
             raise UserError(f"--stream {sid!r} is not a valid stream id (1-64 characters of "
                             f"A-Z a-z 0-9 _ . : -)")
+    live = None
+    if a.render is not None or a.show:
+        from streamlift.render import LiveRender
+        if a.render_size < 64:
+            raise UserError(f"--render-size {a.render_size} is too small to draw on; use at "
+                            f"least 64")
+        # checks the clip's extension/folder and the display before subscribing
+        live = LiveRender(a.render, a.show, a.stream[0] if a.stream else None, a.render_fps,
+                          a.render_size)
     sub = _connect(Subscriber, a.source, a.stream)
     rec = Recorder(a.out)
     stop = {"flag": False}
@@ -315,6 +340,10 @@ def _cmd_watch(a: argparse.Namespace) -> int:
             if msg is None:
                 continue
             rec.add(msg)
+            if live is not None:
+                live.add(msg)
+                if live.quit:
+                    break
             s = msg.get("stream", "?")
             if msg.get("type") == "end":
                 if not a.quiet:
@@ -341,6 +370,8 @@ def _cmd_watch(a: argparse.Namespace) -> int:
             signal.signal(sig, h)
         sub.close()
         rec.close()
+        if live is not None:
+            print("watch: " + live.close(), file=sys.stderr)
     gaps = sum(c[1] for c in counts.values())
     print(f"watch: {n:,} skeletons from {len(counts)} streams, {gaps:,} missed (gaps in out_seq)"
           + (f"; recorded to {a.out}" if a.out else ""), file=sys.stderr)
