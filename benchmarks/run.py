@@ -57,7 +57,7 @@ def print_table(rows: list[Result], out=sys.stdout) -> None:
         print("  " + "  ".join(str(x).ljust(w) for x, w in zip(line, widths)), file=out)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python benchmarks/run.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", choices=("all", *SUITES), default="all",
@@ -77,7 +77,11 @@ def main(argv=None) -> int:
                     help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--json", type=Path, default=None, metavar="OUT",
                     help="also write every result row, with the environment, to this file")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     device = _device(a.device)

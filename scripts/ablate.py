@@ -51,12 +51,16 @@ for name, extra in variants.items():
     row = results.get(name, {}) if args.reuse and ckpt.exists() else {}
     if not row:
         t0 = time.time()
-        cli(["train", "--threads", str(args.threads), "--data", *args.train, "--val", args.val, "--out", str(ckpt),
-             "--quiet", "--epochs", str(args.epochs), "--epoch-windows", str(args.epoch_windows), *extra])
+        if cli(["train", "--threads", str(args.threads), "--data", *args.train, "--val", args.val, "--out",
+                str(ckpt), "--quiet", "--epochs", str(args.epochs), "--epoch-windows", str(args.epoch_windows),
+                *extra]):
+            raise SystemExit(f"ablate: training {name!r} failed (see the error above)")
         row = {"train_seconds": round(time.time() - t0), "args": extra}
     for tname, tfile in tests.items():
         js = args.out_dir / f"{slug}.{tname}.json"
-        cli(["eval", "--threads", str(args.threads), "--data", tfile, "--weights", str(ckpt), "--json", str(js), "--quiet"])
+        if cli(["eval", "--threads", str(args.threads), "--data", tfile, "--weights", str(ckpt), "--json", str(js),
+                "--quiet"]):
+            raise SystemExit(f"ablate: evaluating {name!r} on {tfile} failed (see the error above)")
         r = json.loads(js.read_text())
         row[tname] = {k: round(r[k], 1) for k in ("n_mpjpe", "pa_mpjpe")}
     results[name] = row

@@ -141,7 +141,7 @@ def bench_serve(a, log=None) -> dict:
             "torch": torch.__version__, "streamlift": __version__, "server": stats, "cpu": cpu}
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m streamlift.engine.bench",
                                 description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -169,7 +169,11 @@ def main(argv=None) -> int:
                            help="batch sizes (comma-separated)")
             q.add_argument("--warmup", type=positive_int, default=5, help="untimed calls")
             q.add_argument("--repeats", type=positive_int, default=30, help="timed calls")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
     try:
         out = bench_serve(a) if a.cmd == "serve" else bench_runner(a)
     except UserError as e:
