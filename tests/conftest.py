@@ -2,8 +2,14 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
-from streamlift.paths import shared_data_dir
+# The Triton kernel tests run on CPU tensors through Triton's interpreter when there is no GPU.
+# Triton reads this when a kernel is defined, so it is set before anything imports them.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from streamlift.paths import shared_data_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
