@@ -90,7 +90,11 @@ def run(device: torch.device, quick: bool, log=print) -> list[Result]:
                               achieved_gflops=round(achieved / 1e9, 2),
                               fraction_of_gemm_peak=round(achieved / peak, 4), **extra)
 
-            rows.append(row("streamlift eager", t_eager, flops))
+            if B == batches[0]:
+                single = t_eager.median / B  # per-stream cost: one window per call
+            # batched vs per-stream: B windows in one call against B calls of one window
+            rows.append(row("streamlift eager", t_eager, flops,
+                            speedup_vs_per_stream=round(single * B / t_eager.median, 2)))
             if t_graph is not None:
                 rows.append(row("streamlift cuda-graph", t_graph, flops,
                                 speedup_vs_eager=round(t_eager.median / t_graph.median, 2)))

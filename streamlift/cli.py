@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from streamlift import __version__
-from streamlift.argtypes import non_negative, positive_float, positive_int, probability
+from streamlift.argtypes import HelpFormatter, non_negative, positive_float, positive_int, probability
 from streamlift.errors import UserError
 from streamlift.paths import SAMPLE_MOCAP
 
@@ -24,7 +24,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                     "(perspective pinhole, 3-6 m away, 1-2 m high, f ~1,150 px for 1,000 px) "
                     "and write a views file: per view the 2D pixels and the 3D pose in that "
                     "camera's frame. Views are named SEQUENCE.camK.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     v.add_argument("--mocap", type=Path, default=SAMPLE_MOCAP,
                    help="mocap .npz: one (frames, 17, 3) mm array per sequence, z up "
                         "(default: the CMU test-split sample shipped in the package)")
@@ -62,7 +62,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                     "views file of real detector 2D (no 3D: the file has no cameras) for "
                     "`train`. These files hold pickled dicts: pass --allow-pickle only for "
                     "files you trust.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     h.add_argument("--3d", dest="in3d", type=Path, default=None, metavar="DATA_3D.npz",
                    help="VideoPose3D's data_3d_h36m.npz (positions_3d, metres)")
     h.add_argument("--out", type=Path, default=None,
@@ -148,7 +148,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                     "canonicalisation, temporal smoothness, bone symmetry/constancy (and the "
                     "diffusion prior when given). kp3d in --val is used only to report error. "
                     "Writes a checkpoint after every epoch; --resume continues one.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     t.add_argument("--data", type=Path, nargs="+", required=True,
                    help="training views .npz file(s) (2D is all it reads)")
     t.add_argument("--val", type=Path, default=None,
@@ -192,7 +192,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                     "at the start as streaming pads) and print MPJPE, N-MPJPE and PA-MPJPE in "
                     "mm, overall and per action group. MPJPE scales the prediction to the "
                     "subject's height (the view's median ground-truth skeleton height).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     e.add_argument("--data", type=Path, required=True, help="views .npz with kp3d")
     e.add_argument("--weights", type=Path, default=None,
                    help="lifter checkpoint (default: the weights shipped in the package)")

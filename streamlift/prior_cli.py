@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from streamlift.argtypes import positive_float, positive_int
+from streamlift.argtypes import HelpFormatter, positive_float, positive_int
 from streamlift.errors import UserError
 from streamlift.device import pick_device
 from streamlift.paths import DEFAULT_PRIOR
@@ -44,7 +44,7 @@ def _add_train(sub) -> None:
                     "one or more mocap files. Writes OUT (weights + config + provenance) and "
                     "OUT's .train.pt beside it (optimizer state, for --resume) every "
                     "--ckpt-every steps and at the end.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     t.add_argument("--mocap", type=Path, action="append", required=True,
                    help="mocap .npz (one (frames, 17, 3) mm array per sequence, z up); repeat "
                         "the flag for several files")
@@ -188,7 +188,7 @@ def _add_sample(sub) -> None:
                     ".npz: 'samples' (N, Tp, 17, 3) in the prior's units (camera frame x right, "
                     "y down, z forward; root-relative; RMS root distance 1) and 'samples_mm' "
                     "scaled to --height-mm.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     s.add_argument("--prior", type=Path, default=DEFAULT_PRIOR, help="prior checkpoint")
     s.add_argument("--n", type=positive_int, required=True, help="number of windows to draw")
     s.add_argument("--out", type=Path, required=True, help=".npz to write")
@@ -238,7 +238,7 @@ def _add_check(sub) -> None:
         description="Compare the prior's samples with held-out windows (bone lengths, left/right "
                     "symmetry, bone-length constancy) and score real vs depth-mirrored held-out "
                     "windows by the prior's denoising error. Exits 1 if a criterion fails.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     c.add_argument("--prior", type=Path, default=DEFAULT_PRIOR, help="prior checkpoint")
     c.add_argument("--mocap", type=Path, action="append", required=True,
                    help="held-out mocap .npz; repeat for several files")

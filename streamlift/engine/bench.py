@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from streamlift import __version__
-from streamlift.argtypes import positive_float, positive_int
+from streamlift.argtypes import HelpFormatter, positive_float, positive_int
 from streamlift.engine.cli import _ladder
 from streamlift.engine.clients import Producer
 from streamlift.device import pick_device as resolve_device
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("serve", "runner"):
         q = sub.add_parser(name, help=("end-to-end server throughput and latency" if name ==
                                        "serve" else "model step per batch size, eager vs graphs"),
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=HelpFormatter)
         q.add_argument("--weights", type=Path, default=None,
                        help="lifter checkpoint (default: the shipped lifter)")
         q.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",

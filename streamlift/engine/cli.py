@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from streamlift.argtypes import non_negative, positive_float, positive_int
+from streamlift.argtypes import HelpFormatter, non_negative, positive_float, positive_int
 from streamlift.errors import UserError
 
 INPUT = "tcp://127.0.0.1:5555"
@@ -50,7 +50,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     "into one batch per tick, and publish the skeletons on a PUB socket, one "
                     "topic per stream. Wire protocol: docs/protocol.md. Binds to 127.0.0.1 by "
                     "default: the protocol has no authentication.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     s.add_argument("--input", default=INPUT,
                    help="ROUTER endpoint producers connect DEALER sockets to (errors are "
                         "answered there)")
@@ -93,7 +93,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Stream 2D keypoints to a server at a fixed frame rate, one stream per "
                     "view, timestamped as they are sent. Without --views it streams the "
                     "shipped CMU sample through the studio camera rig.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--to", default=INPUT, help="the server's ingest endpoint")
     p.add_argument("--views", type=Path, default=None,
                    help="views .npz to replay (default: the shipped CMU sample, 5 clips seen "
@@ -130,7 +130,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     "into a video clip (--render) or show them in a window (--show). Skeleton "
                     "messages carry no 2D input, so drawings have the 3D panels only (camera "
                     "view and side view over a ground grid; docs/rendering.md).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     w.add_argument("--from", dest="source", default=OUTPUT, help="the server's PUB endpoint")
     w.add_argument("--stream", action="append", default=None, metavar="ID",
                    help="only this stream (repeatable; default: all)")
@@ -164,7 +164,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     "frames sent/received, capture->publish latency p50/p99 and accuracy "
                     "against the sample's 3D ground truth (PA-MPJPE and N-MPJPE, which are "
                     "scale-invariant).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     _model_flags(d)
     d.add_argument("--streams", type=positive_int, default=5,
                    help="concurrent streams (the 5 sample clips, then more cameras)")
