@@ -83,7 +83,7 @@ def run_attention(device: torch.device, quick: bool, copy_bw: float, log=print) 
         tokens = (100_000,) if cuda else (1_700,)
     else:
         tokens = (170_000, 1_700_000, 6_800_000) if cuda else (17_000, 170_000)
-    dtypes = (torch.float16, torch.float32) if cuda and not quick else \
+    dtypes = (torch.bfloat16, torch.float16, torch.float32) if cuda and not quick else \
         ((torch.float16,) if cuda else (torch.float32,))
     repeats = 5 if quick else 20
     for dtype in dtypes:
