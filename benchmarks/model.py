@@ -71,8 +71,7 @@ def run(device: torch.device, quick: bool, log=print) -> list[Result]:
             kp, conf = _windows(B, T, J, device)
             flops = count_flops(fn, kp, conf)
             peer_flops = count_flops(peer, kp)
-            sizes = {"batch": B, "window": T, "joints": J, "dim": model.cfg.dim,
-                     "depth": model.cfg.depth}
+            sizes = {"batch": B, "window": T, "joints": J}
             with torch.no_grad():
                 t_eager = measure(lambda: fn(kp, conf), device, repeats=repeats)
                 t_peer = measure(lambda: peer(kp), device, repeats=repeats)

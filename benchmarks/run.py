@@ -45,16 +45,28 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def print_table(rows: list[Result], out=sys.stdout) -> None:
-    """One table per suite: case, provider, sizes, median [p20-p80], then the derived figures."""
+def table(rows: list[Result]) -> tuple[list[str], list[list[str]]]:
+    """One suite's table: case, provider, sizes, median [p20-p80], then the derived figures."""
     extra_keys = [k for k in dict.fromkeys(k for r in rows for k in r.extra) if k != "repeats"]
     head = ["case", "provider", "sizes", "median", "p20-p80", "unit", *extra_keys]
     body = [[r.case, r.provider, " ".join(f"{k}={v}" for k, v in r.sizes.items()), _fmt(r.median),
              f"{_fmt(r.p20)}-{_fmt(r.p80)}", r.unit, *[_fmt(r.extra.get(k, "")) for k in extra_keys]]
             for r in rows]
+    return head, body
+
+
+def print_table(rows: list[Result], out=sys.stdout) -> None:
+    head, body = table(rows)
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     for line in [head, ["-" * w for w in widths], *body]:
         print("  " + "  ".join(str(x).ljust(w) for x, w in zip(line, widths)), file=out)
+
+
+def markdown_table(rows: list[Result]) -> str:
+    head, body = table(rows)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(x).replace("|", "\\|") for x in line) + " |" for line in body]
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--json", type=Path, default=None, metavar="OUT",
                     help="also write every result row, with the environment, to this file")
+    ap.add_argument("--markdown", type=Path, default=None, metavar="OUT.md",
+                    help="also write the tables as Markdown (one per suite, with the machine "
+                         "and the command), for BENCHMARKS.md")
     return ap
 
 
@@ -91,6 +106,7 @@ def main(argv=None) -> int:
           + (" | QUICK (not for publishing)" if a.quick else ""), flush=True)
     suites = SUITES if a.suite == "all" else (a.suite,)
     rows: list[Result] = []
+    by_suite: dict[str, list[Result]] = {}
     failed = []
     for name in suites:
         print(f"\n== {name} ==", flush=True)
@@ -106,6 +122,7 @@ def main(argv=None) -> int:
         print_table(got)
         print(f"  ({time.perf_counter() - t0:.1f} s)", flush=True)
         rows.extend(got)
+        by_suite[name] = got
     if a.json is not None:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         doc = {"environment": env, "quick": a.quick, "suites": list(suites), "failed": failed,
@@ -115,6 +132,15 @@ def main(argv=None) -> int:
                            for r in rows]}
         a.json.write_text(json.dumps(doc, indent=1) + "\n")
         print(f"\nwrote {len(rows)} results to {a.json}")
+    if a.markdown is not None:
+        cmd = "python benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        parts = [f"Machine: {env['device_name']}; torch {env['torch']}, triton {env['triton']}, "
+                 f"CUDA {env['cuda']}, Python {env['python']}; commit {env['git_commit']}; "
+                 f"{env['timestamp']}.\n\nCommand: `{cmd.strip()}`"]
+        parts += [f"### {name}\n\n{markdown_table(got)}" for name, got in by_suite.items()]
+        a.markdown.parent.mkdir(parents=True, exist_ok=True)
+        a.markdown.write_text("\n\n".join(parts) + "\n")
+        print(f"wrote the tables to {a.markdown}")
     return 1 if failed else 0
 
 
