@@ -26,17 +26,10 @@ sys.path[0] = str(ROOT)
 import torch  # noqa: E402
 
 from benchmarks.harness import Result, environment  # noqa: E402
+from streamlift.device import pick_device  # noqa: E402
+from streamlift.errors import UserError  # noqa: E402
 
 SUITES = ("kernels", "model", "engine", "train")
-
-
-def _device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("benchmarks/run.py: error: --device cuda, but torch sees no CUDA device "
-                         f"(torch {torch.__version__})")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def _fmt(v) -> str:
@@ -99,7 +92,10 @@ def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    device = _device(a.device)
+    try:
+        device = pick_device(a.device)
+    except UserError as e:
+        raise SystemExit(f"benchmarks/run.py: error: {e}") from None
     env = environment(device)
     print(f"streamlift benchmarks on {env['device_name']} | torch {env['torch']} | "
           f"triton {env['triton']} | commit {env['git_commit']} | {env['timestamp']}"

@@ -373,24 +373,6 @@ def check_display() -> None:
 
 
 # ------------------------------------------------------------------------------- offline lift
-def lift_frames(model, kp2d: np.ndarray, frames: np.ndarray, device="cpu",
-                batch: int = 256) -> np.ndarray:
-    """Lift the given frames of one sequence (each the target of its own window, padded at the
-    edges as `streamlift eval` and streaming pad) -> (len(frames), 17, 3), normalised units."""
-    import torch
-
-    from streamlift.windows import window_indices
-
-    kp2d = np.asarray(kp2d, np.float32)
-    xy = torch.from_numpy(kp2d[..., :2]).to(device)
-    conf = (torch.from_numpy(kp2d[..., 2]) if kp2d.shape[-1] == 3
-            else torch.ones(kp2d.shape[:2])).to(device)
-    idx = torch.from_numpy(window_indices(len(kp2d), model.cfg.window, model.cfg.mode,
-                                          frames)).to(device)
-    out = [model.lift(xy[w], conf[w]).float().cpu() for w in idx.split(batch)]
-    return torch.cat(out).numpy()
-
-
 def sample_views():
     """The shipped CMU sample as views, exactly as `streamlift data views` makes them (4 seeded
     studio cameras per clip, exact 2D, seed 0): {name: View} with names like salsa_01.cam0."""
@@ -435,10 +417,11 @@ def render_view(model, view, name: str, out: Path, frames: list[int], device="cp
     from streamlift.metrics import n_mpjpe, pa_mpjpe
     from streamlift.model import metric_scale, skeleton_height
     from streamlift.progress import Progress
+    from streamlift.windows import lift_sequence
 
     out = Path(out)
     fr = np.asarray(frames, np.int64)
-    pred = torch.from_numpy(lift_frames(model, view.kp2d, fr, device)).double()
+    pred = torch.from_numpy(lift_sequence(model, view.kp2d, device=device, frames=fr)).double()
     errs = None
     if view.kp3d is not None:
         gt_all = torch.from_numpy(view.kp3d).double()

@@ -20,8 +20,10 @@ def window_indices(n_frames: int, window: int, mode: str, frames=None) -> np.nda
 
 
 @torch.no_grad()
-def lift_sequence(model, kp2d: np.ndarray, batch: int = 256, device="cpu") -> np.ndarray:
-    """Lift every frame of one sequence: kp2d (N, J, 2|3) px -> (N, J, 3) normalised 3D.
+def lift_sequence(model, kp2d: np.ndarray, batch: int = 256, device="cpu",
+                  frames=None) -> np.ndarray:
+    """Lift frames of one sequence: kp2d (N, J, 2|3) px -> (F, J, 3) normalised 3D, for every
+    frame (F = N) or only the given `frames` indices.
 
     Each frame is the target frame of its own window (the model's window length and mode).
     """
@@ -29,9 +31,9 @@ def lift_sequence(model, kp2d: np.ndarray, batch: int = 256, device="cpu") -> np
     xy = torch.from_numpy(kp2d[..., :2]).to(device)
     conf = (torch.from_numpy(kp2d[..., 2]) if kp2d.shape[-1] == 3
             else torch.ones(kp2d.shape[:2])).to(device)
-    idx = torch.from_numpy(window_indices(len(kp2d), model.cfg.window, model.cfg.mode)).to(device)
+    idx = torch.from_numpy(window_indices(len(kp2d), model.cfg.window, model.cfg.mode,
+                                          frames)).to(device)
     out = []
-    for i in range(0, len(kp2d), batch):
-        w = idx[i:i + batch]  # (b, T)
+    for w in idx.split(batch):  # w: (b, T)
         out.append(model.lift(xy[w], conf[w]).float().cpu())  # xy[w]: (b, T, J, 2)
     return torch.cat(out).numpy()
