@@ -5,7 +5,9 @@
         --epochs 2 --epoch-windows 8192 --out-dir runs/ablate
 
 Trains each variant with `streamlift train`, scores it with `streamlift eval` on every test
-file, and writes `table.md` and `results.json` in --out-dir. Variants: the full model; no
+file, and writes `table.md` and `results.json` in --out-dir. Each variant's rigid/non-rigid
+split (`streamlift.evaluate.decomposition`: the residual rotation of the shapes S[t] against the
+reference skeleton B, and |D|/|B|) is measured on the --val file, 2D only. Variants: the full model; no
 Procrustean canonicalisation; single frame (T = 1); centred instead of causal; without the
 diffusion prior (every other variant uses the shipped prior).
 """
@@ -16,11 +18,15 @@ import time
 from pathlib import Path
 
 from streamlift.cli import main as cli
+from streamlift.data import load_views
+from streamlift.evaluate import decomposition
+from streamlift.model import load_checkpoint
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--train", nargs="+", required=True, help="training views files")
 ap.add_argument("--val", required=True, help="validation views file")
-ap.add_argument("--test", nargs="+", required=True, metavar="NAME=FILE", help="test views files")
+ap.add_argument("--test", nargs="*", default=[], metavar="NAME=FILE",
+                help="test views files (none: with --reuse, only remeasure the decomposition)")
 ap.add_argument("--epochs", type=int, default=2, help="epochs per variant")
 ap.add_argument("--epoch-windows", type=int, default=8192, help="windows per epoch")
 ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
@@ -44,6 +50,7 @@ tests = dict(t.split("=", 1) for t in args.test)
 args.out_dir.mkdir(parents=True, exist_ok=True)
 results_path = args.out_dir / "results.json"
 results = json.loads(results_path.read_text()) if results_path.exists() else {}
+val_views = load_views(args.val)
 
 for name, extra in variants.items():
     slug = name.split(" (")[0].replace(" ", "_")
@@ -56,6 +63,8 @@ for name, extra in variants.items():
                 *extra]):
             raise SystemExit(f"ablate: training {name!r} failed (see the error above)")
         row = {"train_seconds": round(time.time() - t0), "args": extra}
+    model, _ = load_checkpoint(ckpt)
+    row["decomposition"] = {k: round(v, 3) for k, v in decomposition(model, val_views).items()}
     for tname, tfile in tests.items():
         js = args.out_dir / f"{slug}.{tname}.json"
         if cli(["eval", "--threads", str(args.threads), "--data", tfile, "--weights", str(ckpt), "--json", str(js),
@@ -67,10 +76,13 @@ for name, extra in variants.items():
     results_path.write_text(json.dumps(results, indent=1))
 
 all_tests = list(dict.fromkeys([t for row in results.values() for t in row if isinstance(row[t], dict) and "n_mpjpe" in row[t]]))
-lines = ["| variant | " + " | ".join(f"{t} N-MPJPE | {t} PA-MPJPE" for t in all_tests) + " |",
-         "|---" * (1 + 2 * len(all_tests)) + "|"]
+lines = ["| variant | " + " | ".join(f"{t} N-MPJPE | {t} PA-MPJPE" for t in all_tests)
+         + " | S[t] vs B rotation (deg) | abs(D) / abs(B) |",
+         "|---" * (3 + 2 * len(all_tests)) + "|"]
 for name, row in results.items():
     cells = [f"{row[t]['n_mpjpe']:.1f} | {row[t]['pa_mpjpe']:.1f}" if t in row else "- | -" for t in all_tests]
+    dec = row.get("decomposition")
+    cells.append(f"{dec['residual_rotation_deg']:.1f} | {dec['deformation_ratio']:.2f}" if dec else "- | -")
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
 (args.out_dir / "table.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))

@@ -182,6 +182,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help=f"weight of the prior loss (default {tc.prior_weight})")
     t.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is best when the cores are shared)")
+    t.add_argument("--prior-t-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help=f"diffusion steps the prior loss noises at, as fractions of its schedule "
+                        f"(default {tc.prior_t_range[0]} {tc.prior_t_range[1]}); higher steps let "
+                        f"the prior move a pose further, e.g. flip a limb's depth")
+    t.add_argument("--init", type=Path, default=None, metavar="W.pt",
+                   help="fine-tune: start from this lifter's weights (and its model shape) with a "
+                        "new optimizer, schedule and epoch count; the settings are this command's")
     t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
@@ -222,9 +229,20 @@ def _configs(a: argparse.Namespace):
     for k in ("window", "mode", "dim", "depth", "heads"):
         if getattr(a, k) is not None:
             model_kw[k] = getattr(a, k)
-    for k in ("epochs", "epoch_windows", "batch", "lr", "seed", "prior_weight"):
+    for k in ("epochs", "epoch_windows", "batch", "lr", "seed", "prior_weight", "prior_t_range"):
         if getattr(a, k) is not None:
             train_kw[k] = getattr(a, k)
+    if a.prior_t_range is not None and not 0 <= a.prior_t_range[0] <= a.prior_t_range[1] <= 1:
+        raise UserError(f"--prior-t-range {a.prior_t_range[0]} {a.prior_t_range[1]}: need "
+                        f"0 <= LO <= HI <= 1 (fractions of the prior's diffusion schedule)")
+    if a.init is not None:
+        if a.resume:
+            raise UserError("--init starts a new run from given weights; --resume continues the "
+                            "run in --out: use one of them")
+        given = [k for k in ("window", "mode", "dim", "depth", "heads") if getattr(a, k) is not None]
+        if given:
+            raise UserError(f"--init takes the model shape from {a.init}; leave out "
+                            + ", ".join("--" + k for k in given))
     weights = dict(DEFAULT_WEIGHTS, **train_kw.get("weights", {}))
     for item in a.weight:
         name, _, val = item.partition("=")
@@ -236,8 +254,8 @@ def _configs(a: argparse.Namespace):
             raise UserError(f"--weight {item}: {val!r} is not a number") from None
     train_kw["weights"] = weights
     if a.no_prior:
-        if a.prior is not None or a.prior_weight is not None:
-            raise UserError("--no-prior contradicts --prior/--prior-weight")
+        if a.prior is not None or a.prior_weight is not None or a.prior_t_range is not None:
+            raise UserError("--no-prior contradicts --prior/--prior-weight/--prior-t-range")
         train_kw["prior"], train_kw["prior_weight"] = None, 0.0
     else:
         from streamlift.paths import DEFAULT_PRIOR
@@ -264,7 +282,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
     _set_threads(a.threads)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     last = train([str(p) for p in a.data], str(a.val) if a.val else None, str(a.out), model_cfg, train_cfg,
-                 a.device, a.resume, progress=not a.quiet)
+                 a.device, a.resume, progress=not a.quiet,
+                 init=str(a.init) if a.init else None)
     print(f"saved {a.out} after epoch {last.get('epoch')}")
     return 0
 

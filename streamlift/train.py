@@ -136,8 +136,12 @@ def train_step(model: NRSfMFormer, opt: torch.optim.Optimizer, w: torch.Tensor, 
 
 def train(data: list[str], val: str | None, out: str, model_cfg: LifterConfig, cfg: TrainConfig,
           device: str = "auto", resume: bool = False, progress: bool = True,
-          log=print) -> dict:
-    """Train (or resume) a lifter; writes a checkpoint to `out` after every epoch."""
+          log=print, init: str | None = None) -> dict:
+    """Train (or resume) a lifter; writes a checkpoint to `out` after every epoch.
+
+    `init`: a lifter checkpoint to start from (its model config replaces `model_cfg`): a
+    fine-tune with this call's training settings, a fresh optimizer and schedule.
+    """
     dev = pick_device(device)
     torch.manual_seed(cfg.seed)
     if resume:
@@ -150,7 +154,21 @@ def train(data: list[str], val: str | None, out: str, model_cfg: LifterConfig, c
         saved = dict(ck["train"]["config"])
         saved["epochs"] = cfg.epochs  # the one setting a resume may extend
         cfg = TrainConfig(**saved)
+    init_state = None
+    if init and not resume:
+        if not Path(init).is_file():
+            raise UserError(f"--init: no checkpoint at {init}")
+        try:
+            ck0 = torch.load(init, map_location="cpu", weights_only=True)
+        except Exception as e:  # not a torch file, corrupt, or an unsafe pickle refused
+            raise UserError(f"--init: cannot load {init} ({str(e).splitlines()[0]})") from None
+        if not isinstance(ck0, dict) or ck0.get("format") != "streamlift-lifter-v1":
+            raise UserError(f"--init: {init} is not a streamlift lifter checkpoint")
+        model_cfg, init_state = LifterConfig(**ck0["config"]), ck0["state_dict"]
     model = NRSfMFormer(model_cfg).to(dev)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+        log(f"starting from the weights of {init}")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     epoch0, step, history = 0, 0, []
     if resume:
@@ -192,6 +210,10 @@ def train(data: list[str], val: str | None, out: str, model_cfg: LifterConfig, c
                   "train_digest": [file_digest(p) for p in data],
                   "val_views": str(val) if val else None,
                   "val_digest": file_digest(val) if val else None}
+    if resume and "init" in ck.get("meta", {}):
+        provenance.update(init=ck["meta"]["init"], init_digest=ck["meta"]["init_digest"])
+    elif init_state is not None:
+        provenance.update(init=str(init), init_digest=file_digest(init))
     t_start = time.perf_counter()
     for epoch in range(epoch0, cfg.epochs):
         sums = {k: 0.0 for k in list(cfg.weights) + (["prior"] if prior else []) + ["total"]}

@@ -80,6 +80,32 @@ def test_train_learns_resumes_and_evaluates(sample_views, tmp_path, capsys):
     assert 0 < res["pa_mpjpe"] <= res["n_mpjpe"] + 1e-6
 
 
+def test_init_fine_tunes_from_weights_with_new_settings(sample_views, tmp_path):
+    data, views = sample_views
+    base, tuned = tmp_path / "base.pt", tmp_path / "tuned.pt"
+    common = ["--data", str(data), "--quiet", "--epoch-windows", "64", "--batch", "32"]
+    assert main(["train", *common, "--out", str(base), "--epochs", "1", *TINY]) == 0
+    assert main(["train", *common, "--out", str(tuned), "--epochs", "1", "--init", str(base),
+                 "--weight", "depth_extent=0", "--prior-t-range", "0.1", "0.7"]) == 0
+    ck0, ck = torch.load(base, weights_only=True), torch.load(tuned, weights_only=True)
+    assert ck["config"] == ck0["config"]  # the shape came from --init, not the defaults
+    assert ck["meta"]["init"] == str(base) and len(ck["meta"]["init_digest"]) == 16
+    cfg = ck["train"]["config"]
+    assert cfg["weights"]["depth_extent"] == 0 and cfg["prior_t_range"] == [0.1, 0.7]
+    assert ck["train"]["step"] == 2 and [h["epoch"] for h in ck["meta"]["history"]] == [1]
+    moved = [not torch.equal(ck0["state_dict"][k], v) for k, v in ck["state_dict"].items()]
+    assert any(moved)
+    # the fine-tune resumes like any run and keeps its provenance
+    assert main(["train", *common, "--out", str(tuned), "--epochs", "2", "--resume"]) == 0
+    ck = torch.load(tuned, weights_only=True)
+    assert ck["meta"]["init"] == str(base) and ck["train"]["config"]["prior_t_range"] == [0.1, 0.7]
+    # decomposition: angles and ratios in range, no 3D needed
+    from streamlift.evaluate import decomposition
+    model, _ = load_checkpoint(tuned)
+    d = decomposition(model, views, windows=64)
+    assert 0 <= d["residual_rotation_deg"] <= 180 and d["deformation_ratio"] >= 0
+
+
 def test_train_and_eval_errors(sample_views, tmp_path):
     data, _ = sample_views
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "a.pt"), "--resume"]) == 2
@@ -92,6 +118,13 @@ def test_train_and_eval_errors(sample_views, tmp_path):
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "a.pt"), *TINY,
                  "--window", "5"]) == 2  # shorter than the prior's window
     assert main(["eval", "--data", str(data), "--weights", str(tmp_path / "none.pt")]) == 2
+    out = ["train", "--data", str(data), "--out", str(tmp_path / "a.pt")]
+    assert main([*out, "--init", str(tmp_path / "none.pt")]) == 2
+    assert main([*out, "--init", str(data)]) == 2  # not a checkpoint
+    assert main([*out, "--init", str(data), "--resume"]) == 2
+    assert main([*out, "--init", str(data), "--dim", "32"]) == 2
+    assert main([*out, "--prior-t-range", "0.5", "0.2"]) == 2
+    assert main([*out, "--no-prior", "--prior-t-range", "0.1", "0.5"]) == 2
 
 
 def test_action_groups_from_view_names():
