@@ -29,7 +29,7 @@ from streamlift.data import load_views
 from streamlift.metrics import pa_mpjpe
 from streamlift.model import LifterConfig, NRSfMFormer
 from streamlift.prior import load_prior
-from streamlift.train import TrainConfig, WindowSampler, flip_2d, train_step
+from streamlift.train import TrainConfig, WindowSampler, draw_batch, train_step
 from streamlift.windows import lift_sequence
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -107,13 +107,7 @@ for name, over in settings.items():
     t0 = time.time()
     model.train()
     for i in range(args.steps):
-        targets = torch.randint(0, len(sampler), (cfg.batch,), generator=gen)
-        w = sampler.windows(targets)  # (batch, T, J, 3)
-        flip = torch.rand(cfg.batch, generator=gen) < cfg.flip_prob
-        w[flip] = flip_2d(w[flip])
-        sigma = torch.rand(cfg.batch, 1, 1, 1, generator=gen) * cfg.noise_px
-        w[..., :2] += sigma * torch.randn(w[..., :2].shape, generator=gen)
-        train_step(model, opt, w, cfg, prior)
+        train_step(model, opt, draw_batch(sampler, cfg, gen), cfg, prior)
         if (i + 1) % 100 == 0:
             print(f"{name}: step {i + 1}/{args.steps} ({time.time() - t0:.0f} s)", flush=True)
     model.eval()

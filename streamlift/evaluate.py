@@ -21,7 +21,7 @@ from streamlift.errors import UserError
 from streamlift.metrics import mpjpe, n_mpjpe, pa_mpjpe
 from streamlift.model import NRSfMFormer, metric_scale, skeleton_height
 from streamlift.progress import Progress
-from streamlift.windows import lift_sequence
+from streamlift.windows import lift_sequence, window_indices
 
 
 def action_group(view_name: str) -> str:
@@ -97,8 +97,9 @@ def decomposition(model: NRSfMFormer, views: dict[str, View], windows: int = 204
     rng = np.random.default_rng(seed)
     which = rng.integers(0, len(kp), windows)
     T = model.cfg.window
-    w = np.stack([kp[i][np.clip(rng.integers(0, len(kp[i])) + np.arange(T) - T + 1, 0,
-                                len(kp[i]) - 1)] for i in which])  # (windows, T, J, 3)
+    w = np.stack([kp[i][window_indices(len(kp[i]), T, model.cfg.mode,
+                                       [rng.integers(0, len(kp[i]))])[0]]
+                  for i in which])  # (windows, T, J, 3)
     w = torch.from_numpy(w.astype(np.float32)).to(device)
     angles, d2, b2 = [], 0.0, 0.0
     for chunk in w.split(512):

@@ -86,6 +86,18 @@ def flip_2d(w: torch.Tensor) -> torch.Tensor:
     return w
 
 
+def draw_batch(sampler: WindowSampler, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """One training batch (batch, T, J, 3): random targets, left-right mirroring, 2D noise."""
+    targets = torch.randint(0, len(sampler), (cfg.batch,), generator=gen)
+    w = sampler.windows(targets)
+    flip = torch.rand(cfg.batch, generator=gen) < cfg.flip_prob
+    w[flip] = flip_2d(w[flip])
+    if cfg.noise_px > 0:
+        sigma = torch.rand(cfg.batch, 1, 1, 1, generator=gen) * cfg.noise_px
+        w[..., :2] += sigma * torch.randn(w[..., :2].shape, generator=gen)
+    return w
+
+
 def file_digest(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -220,14 +232,7 @@ def train(data: list[str], val: str | None, out: str, model_cfg: LifterConfig, c
         with Progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", "step",
                       enabled=progress) as bar:
             for i in range(steps_per_epoch):
-                targets = torch.randint(0, len(sampler), (cfg.batch,), generator=gen)
-                w = sampler.windows(targets)
-                flip = torch.rand(cfg.batch, generator=gen) < cfg.flip_prob
-                w[flip] = flip_2d(w[flip])
-                if cfg.noise_px > 0:
-                    sigma = torch.rand(cfg.batch, 1, 1, 1, generator=gen) * cfg.noise_px
-                    w[..., :2] += sigma * torch.randn(w[..., :2].shape, generator=gen)
-                w = w.to(dev, non_blocking=True)
+                w = draw_batch(sampler, cfg, gen).to(dev, non_blocking=True)
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step, total, cfg)
                 loss, terms = train_step(model, opt, w, cfg, prior, amp)
