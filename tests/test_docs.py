@@ -214,7 +214,10 @@ def prepared(tmp_path_factory):
     bindir.mkdir()
     (bindir / "streamlift").write_text(f"#!/bin/sh\nexec {sys.executable} -m streamlift \"$@\"\n")
     (bindir / "streamlift").chmod(0o755)
-    (bindir / "python").symlink_to(sys.executable)
+    # a wrapper, not a symlink: a symlink to a venv's python outside the venv's bin/ finds no
+    # pyvenv.cfg beside it and starts the base interpreter, without the venv's packages
+    (bindir / "python").write_text(f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")
+    (bindir / "python").chmod(0o755)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT),
                PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}")
     views = base / "views-work"
