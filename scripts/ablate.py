@@ -32,6 +32,9 @@ ap.add_argument("--epoch-windows", type=int, default=8192, help="windows per epo
 ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
 ap.add_argument("--only", nargs="*", default=None, help="run only these variants")
 ap.add_argument("--out-dir", type=Path, required=True, help="where checkpoints and tables go")
+ap.add_argument("--no-intrinsics", action="store_true",
+                help="train and score without the virtual camera (streamlift train/eval --no-intrinsics), "
+                     "as the table in docs/ablations.md was measured")
 ap.add_argument("--reuse", action="store_true",
                 help="score an existing checkpoint in --out-dir instead of retraining it (to add test files)")
 args = ap.parse_args()
@@ -47,6 +50,7 @@ variants = {
 if args.only:
     variants = {k: v for k, v in variants.items() if k in args.only}
 tests = dict(t.split("=", 1) for t in args.test)
+camera = ["--no-intrinsics"] if args.no_intrinsics else []
 args.out_dir.mkdir(parents=True, exist_ok=True)
 results_path = args.out_dir / "results.json"
 results = json.loads(results_path.read_text()) if results_path.exists() else {}
@@ -60,7 +64,7 @@ for name, extra in variants.items():
         t0 = time.time()
         if cli(["train", "--threads", str(args.threads), "--data", *args.train, "--val", args.val, "--out",
                 str(ckpt), "--quiet", "--epochs", str(args.epochs), "--epoch-windows", str(args.epoch_windows),
-                *extra]):
+                *camera, *extra]):
             raise SystemExit(f"ablate: training {name!r} failed (see the error above)")
         row = {"train_seconds": round(time.time() - t0), "args": extra}
     model, _ = load_checkpoint(ckpt)
@@ -68,7 +72,7 @@ for name, extra in variants.items():
     for tname, tfile in tests.items():
         js = args.out_dir / f"{slug}.{tname}.json"
         if cli(["eval", "--threads", str(args.threads), "--data", tfile, "--weights", str(ckpt), "--json", str(js),
-                "--quiet"]):
+                "--quiet", *camera]):
             raise SystemExit(f"ablate: evaluating {name!r} on {tfile} failed (see the error above)")
         r = json.loads(js.read_text())
         row[tname] = {k: round(r[k], 1) for k in ("n_mpjpe", "pa_mpjpe")}

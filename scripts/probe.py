@@ -9,7 +9,9 @@ Each probe starts from --init's weights *and optimizer state* (a training checkp
 shipped one), trains at a constant --lr with the same data pipeline as `streamlift train`
 (mirroring, 2D noise) and the same seeded draws, so probes differ only in their settings. A
 setting is NAME=JSON with any of "weights" (loss weights to override), "prior_weight",
-"prior_t_range". The 3D of --val is used only to score.
+"prior_t_range". The 3D of --val is used only to score. Probes see the 2D as --init's run did:
+through the virtual camera if its training config says `intrinsics` (runs from before that
+option did not).
 
 Scores (mm): N-MPJPE, PA-MPJPE, the mean absolute error per camera axis after the N-MPJPE scale,
 the fraction of joints more than 100 mm in front of or behind the root whose predicted depth
@@ -62,8 +64,9 @@ if "train" not in ck:
 train_views = {}
 for p in args.data:
     train_views.update({f"{p}:{k}": v for k, v in load_views(p).items()})
-cfg0 = TrainConfig(**ck["train"]["config"])
-sampler = WindowSampler(train_views, ck["config"]["window"], ck["config"]["mode"])
+# absent from a run's config: the run predates the option, so it saw raw 2D under weak perspective
+cfg0 = TrainConfig(**{"intrinsics": False, "perspective": False, **ck["train"]["config"]})
+sampler = WindowSampler(train_views, ck["config"]["window"], ck["config"]["mode"], cfg0.intrinsics)
 prior = load_prior(cfg0.prior, torch.device("cpu"))
 val_views = load_views(args.val)
 val_names = sorted(val_views)[::max(1, len(val_views) // 300)]
@@ -74,7 +77,8 @@ def score(model) -> dict:
     for n in val_names:
         v = val_views[n]
         frames = np.arange(0, v.frames, args.stride)
-        P.append(lift_sequence(model, v.kp2d, 512, "cpu", frames=frames))
+        P.append(lift_sequence(model, v.kp2d, 512, "cpu", frames=frames,
+                               K=v.intrinsics if cfg0.intrinsics else None))
         G.append(v.kp3d[frames])
     P = torch.from_numpy(np.concatenate(P)).double()  # (F, J, 3)
     G = torch.from_numpy(np.concatenate(G)).double()
@@ -107,7 +111,8 @@ for name, over in settings.items():
     t0 = time.time()
     model.train()
     for i in range(args.steps):
-        train_step(model, opt, draw_batch(sampler, cfg, gen), cfg, prior)
+        w, focal = draw_batch(sampler, cfg, gen)
+        train_step(model, opt, w, cfg, prior, focal=focal)
         if (i + 1) % 100 == 0:
             print(f"{name}: step {i + 1}/{args.steps} ({time.time() - t0:.0f} s)", flush=True)
     model.eval()

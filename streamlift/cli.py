@@ -189,6 +189,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--init", type=Path, default=None, metavar="W.pt",
                    help="fine-tune: start from this lifter's weights (and its model shape) with a "
                         "new optimizer, schedule and epoch count; the settings are this command's")
+    t.add_argument("--no-intrinsics", action="store_true",
+                   help="ignore the views' camera matrices: train on the 2D as it is, as if every "
+                        "subject stood on the optical axis (by default a view with intrinsics is "
+                        "seen through a virtual camera looking at the subject)")
+    t.add_argument("--no-perspective", action="store_true",
+                   help="reproject under weak perspective even where a view has intrinsics (by "
+                        "default the reprojection loss goes through the view's focal length)")
     t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
@@ -205,9 +212,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="lifter checkpoint (default: the weights shipped in the package)")
     e.add_argument("--mode", choices=MODES, default=None,
                    help="check that the checkpoint was trained for this mode")
+    e.add_argument("--no-intrinsics", action="store_true",
+                   help="ignore the views' camera matrices: lift every view as if the subject "
+                        "stood on the optical axis (by default a view with intrinsics is lifted "
+                        "through a virtual camera looking at the subject, docs/training.md)")
     e.add_argument("--json", type=Path, default=None, help="also write the results here")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run")
-    e.add_argument("--batch", type=positive_int, default=512, help="windows per forward pass")
+    e.add_argument("--batch", type=positive_int, default=None,
+                   help="windows per forward pass (default: 32 on CPU, where the cost per "
+                        "window rises with the batch, 512 on CUDA)")
     e.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=_cmd_eval)
@@ -253,6 +266,10 @@ def _configs(a: argparse.Namespace):
         except ValueError:
             raise UserError(f"--weight {item}: {val!r} is not a number") from None
     train_kw["weights"] = weights
+    if a.no_intrinsics:
+        train_kw["intrinsics"] = False
+    if a.no_perspective:
+        train_kw["perspective"] = False
     if a.no_prior:
         if a.prior is not None or a.prior_weight is not None or a.prior_t_range is not None:
             raise UserError("--no-prior contradicts --prior/--prior-weight/--prior-t-range")
@@ -300,9 +317,12 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     dev = pick_device(a.device)
     model, weights = load_lifter(a.weights, dev, mode=a.mode)
     views = load_views(a.data)
-    res = evaluate(model, views, dev, a.batch, progress=not a.quiet)
+    res = evaluate(model, views, dev, a.batch, progress=not a.quiet,
+                   intrinsics=not a.no_intrinsics)
     print(f"{a.data}: {res['views']} views, {res['frames']:,} frames, {model.cfg.mode} mode, "
           f"window {model.cfg.window}, weights {weights}")
+    print(f"virtual camera (the views' intrinsics): {res['virtual_camera_views']} of "
+          f"{res['views']} views" + (" (--no-intrinsics)" if a.no_intrinsics else ""))
     print(format_table(res))
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)

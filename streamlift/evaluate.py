@@ -30,24 +30,34 @@ def action_group(view_name: str) -> str:
     return tokens[0] if tokens else seq
 
 
-def evaluate(model: NRSfMFormer, views: dict[str, View], device="cpu", batch: int = 512,
-             progress: bool = True) -> dict:
+def evaluate(model: NRSfMFormer, views: dict[str, View], device="cpu", batch: int | None = None,
+             progress: bool = True, intrinsics: bool = True) -> dict:
     """MPJPE, N-MPJPE, PA-MPJPE (mm) overall and per action group.
 
     MPJPE needs an absolute scale, which a monocular lifter cannot know: the prediction is
     scaled to the subject's height, taken per view as the median skeleton height of the
     ground truth (as a user states it to the server with --height-m).
+
+    `intrinsics`: lift the views that carry a camera matrix through a virtual camera looking at
+    the subject (`streamlift.virtual_camera`); False lifts every view as if the subject were on
+    the optical axis. `virtual_camera_views` in the result counts the views lifted that way.
     """
     missing = [n for n, v in views.items() if v.kp3d is None]
     if missing:
         raise UserError(f"view {missing[0]!r} has no kp3d: evaluation needs 3D ground truth")
     per_group: dict[str, list[np.ndarray]] = {}
     sums = {"mpjpe": 0.0, "n_mpjpe": 0.0, "pa_mpjpe": 0.0}
-    frames = 0
+    frames = lifted_virtual = 0
     total = sum(v.frames for v in views.values())
     with Progress(total, "eval", "frame", enabled=progress) as bar:
         for name, v in views.items():
-            pred = torch.from_numpy(lift_sequence(model, v.kp2d, batch, device)).double()
+            K = v.intrinsics if intrinsics else None
+            lifted_virtual += K is not None
+            try:
+                pred = lift_sequence(model, v.kp2d, batch, device, K=K)
+            except ValueError as e:  # a camera matrix that is not a pinhole K
+                raise UserError(f"view {name!r}: {e}") from None
+            pred = torch.from_numpy(pred).double()
             gt = torch.from_numpy(v.kp3d).double()
             height = float(skeleton_height(gt).median())
             errs = np.stack([
@@ -63,6 +73,7 @@ def evaluate(model: NRSfMFormer, views: dict[str, View], device="cpu", batch: in
     result = {k: s / frames for k, s in sums.items()}
     result["frames"] = frames
     result["views"] = len(views)
+    result["virtual_camera_views"] = lifted_virtual
     result["groups"] = {}
     for g, chunks in sorted(per_group.items()):
         e = np.concatenate(chunks)

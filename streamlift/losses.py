@@ -24,8 +24,18 @@ def bones(P: torch.Tensor) -> torch.Tensor:
 
 
 def reprojection(out: LifterOutput) -> torch.Tensor:
-    """Confidence-weighted distance between the weak-perspective projection and the 2D."""
-    d = (out.X[..., :2] - out.x2d).norm(dim=-1)  # (B, T, J)
+    """Confidence-weighted distance between the projection of X and the 2D.
+
+    Weak perspective (x = X_xy) unless `out.extras["perspective"]` gives k = scale / focal per
+    window (B,): then full perspective through a camera that looks at the root, whose depth is
+    1/k model units, so x = X_xy / (1 + k X_z) (the virtual camera's 2D, root on the axis).
+    """
+    k = out.extras.get("perspective")
+    proj = out.X[..., :2]
+    if k is not None:
+        # clamped so that a joint pushed behind the camera gets a bounded, not a flipped, image
+        proj = proj / (1 + k[:, None, None, None] * out.X[..., 2:]).clamp_min(0.1)
+    d = (proj - out.x2d).norm(dim=-1)  # (B, T, J)
     return (d * out.conf).sum() / out.conf.sum().clamp_min(1e-6)
 
 

@@ -23,6 +23,8 @@ from streamlift.metrics import n_mpjpe, pa_mpjpe
 from streamlift.model import LifterConfig, NRSfMFormer
 from streamlift.progress import Progress
 from streamlift.skeleton import H36M17
+from streamlift.virtual_camera import to_virtual
+from streamlift.windows import default_batch
 
 DEFAULT_WEIGHTS = {
     "reprojection": 1.0,
@@ -52,15 +54,37 @@ class TrainConfig:
     prior: str | None = None  # path of a diffusion prior checkpoint; None = no prior loss
     prior_weight: float = 2.0
     prior_t_range: tuple = (0.05, 0.4)
+    intrinsics: bool = True  # see views with a camera matrix through a virtual camera (README)
+    perspective: bool = True  # reproject through the focal length of views that have one
 
 
 class WindowSampler:
-    """Draws windows (padded at the sequence start like a stream's) from a set of views."""
+    """Draws windows (padded at the sequence start like a stream's) from a set of views.
 
-    def __init__(self, views: dict[str, View], window: int, mode: str):
-        kp = [np.concatenate([v.kp2d[..., :2], v.confidence()[..., None]], axis=-1)
-              for v in views.values()]
+    With `intrinsics`, a view that has a camera matrix is seen through the virtual camera that
+    looks at its subject (`streamlift.virtual_camera`), `rot` holds each frame's rotation back
+    to the real camera (the identity for the other views) and `focal` its focal length in
+    pixels (infinite for the other views: weak perspective).
+    """
+
+    def __init__(self, views: dict[str, View], window: int, mode: str, intrinsics: bool = True):
+        kp, rot, focal = [], [], []
+        for name, v in views.items():
+            k = np.concatenate([v.kp2d[..., :2], v.confidence()[..., None]], axis=-1)
+            R = np.broadcast_to(np.eye(3, dtype=np.float32), (len(k), 3, 3))
+            f = np.inf
+            if intrinsics and v.intrinsics is not None:
+                try:
+                    k, R = to_virtual(k, v.intrinsics)
+                except ValueError as e:
+                    raise UserError(f"view {name!r}: {e}") from None
+                f = float(np.sqrt(v.intrinsics[0, 0] * v.intrinsics[1, 1]))
+            kp.append(k)
+            rot.append(R)
+            focal.append(np.full(len(k), f, np.float32))
         self.kp = torch.from_numpy(np.concatenate(kp).astype(np.float32))  # (N, J, 3)
+        self.rot = torch.from_numpy(np.concatenate(rot))  # (N, 3, 3)
+        self.focal = torch.from_numpy(np.concatenate(focal))  # (N,) px
         lengths = np.array([len(k) for k in kp])
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         self.start = torch.from_numpy(np.repeat(starts, lengths))  # (N,) view start per frame
@@ -86,8 +110,11 @@ def flip_2d(w: torch.Tensor) -> torch.Tensor:
     return w
 
 
-def draw_batch(sampler: WindowSampler, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
-    """One training batch (batch, T, J, 3): random targets, left-right mirroring, 2D noise."""
+def draw_batch(sampler: WindowSampler, cfg: TrainConfig,
+               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One training batch: windows (batch, T, J, 3) with random targets, left-right mirroring
+    and 2D noise, and each window's focal length (batch,) px for the perspective reprojection
+    (None when `cfg.perspective` is off)."""
     targets = torch.randint(0, len(sampler), (cfg.batch,), generator=gen)
     w = sampler.windows(targets)
     flip = torch.rand(cfg.batch, generator=gen) < cfg.flip_prob
@@ -95,7 +122,7 @@ def draw_batch(sampler: WindowSampler, cfg: TrainConfig, gen: torch.Generator) -
     if cfg.noise_px > 0:
         sigma = torch.rand(cfg.batch, 1, 1, 1, generator=gen) * cfg.noise_px
         w[..., :2] += sigma * torch.randn(w[..., :2].shape, generator=gen)
-    return w
+    return w, (sampler.focal[targets] if cfg.perspective else None)
 
 
 def file_digest(path: str | Path) -> str:
@@ -108,15 +135,18 @@ def file_digest(path: str | Path) -> str:
 
 @torch.no_grad()
 def validate(model: NRSfMFormer, sampler: WindowSampler, kp3d: torch.Tensor,
-             targets: torch.Tensor, device, batch: int = 512) -> dict[str, float]:
+             targets: torch.Tensor, device, batch: int | None = None) -> dict[str, float]:
     """N-MPJPE and PA-MPJPE (mm) of the target frames (3D used only to report)."""
     model.eval()
     preds = []
+    batch = batch or default_batch(device)
     for i in range(0, len(targets), batch):
         w = sampler.windows(targets[i:i + batch]).to(device)
         preds.append(model.lift(w[..., :2], w[..., 2]).float().cpu())
     model.train()
-    pred, gt = torch.cat(preds).double(), kp3d[targets].double()
+    # back from the virtual cameras to the real ones: X R^T, (n, J, 3)
+    pred = torch.cat(preds).double() @ sampler.rot[targets].double().transpose(-1, -2)
+    gt = kp3d[targets].double()
     return {"n_mpjpe": float(n_mpjpe(pred, gt)), "pa_mpjpe": float(pa_mpjpe(pred, gt))}
 
 
@@ -128,12 +158,17 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 
 
 def train_step(model: NRSfMFormer, opt: torch.optim.Optimizer, w: torch.Tensor, cfg: TrainConfig,
-               prior=None, amp: bool = False) -> tuple[torch.Tensor, dict]:
+               prior=None, amp: bool = False,
+               focal: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """One optimiser step on a batch of windows w (B, T, J, 3: x, y, confidence); returns the
     weighted loss and its terms (tensors; reading them is left to the caller, so that a
-    benchmark of this step does not pay a host synchronisation per term)."""
+    benchmark of this step does not pay a host synchronisation per term). `focal` (B,) px:
+    reproject each window through its camera's focal length (inf: weak perspective)."""
     with torch.autocast(w.device.type, dtype=torch.bfloat16, enabled=amp):
         o = model(w[..., :2], w[..., 2])
+    if focal is not None:
+        # the root's depth is focal / scale model units: depth ratio 1 + X_z * scale / focal
+        o.extras["perspective"] = o.scale.float() / focal.to(o.scale.device, torch.float32)
     terms = {k: L.LOSSES[k](o) for k, wt in cfg.weights.items() if wt}
     if prior is not None:
         from streamlift.prior import prior_loss
@@ -165,6 +200,8 @@ def train(data: list[str], val: str | None, out: str, model_cfg: LifterConfig, c
         model_cfg = LifterConfig(**ck["config"])
         saved = dict(ck["train"]["config"])
         saved["epochs"] = cfg.epochs  # the one setting a resume may extend
+        saved.setdefault("intrinsics", False)  # runs saved before these options saw raw 2D
+        saved.setdefault("perspective", False)  # and reprojected under weak perspective
         cfg = TrainConfig(**saved)
     init_state = None
     if init and not resume:
@@ -193,13 +230,13 @@ def train(data: list[str], val: str | None, out: str, model_cfg: LifterConfig, c
     train_views = {}
     for path in data:
         train_views.update({f"{path}:{k}": v for k, v in load_views(path).items()})
-    sampler = WindowSampler(train_views, model_cfg.window, model_cfg.mode)
+    sampler = WindowSampler(train_views, model_cfg.window, model_cfg.mode, cfg.intrinsics)
     val_sampler = val_targets = val_3d = None
     if val:
         val_views = load_views(val)
         if any(v.kp3d is None for v in val_views.values()):
             raise UserError(f"{val}: every validation view needs kp3d to report errors")
-        val_sampler = WindowSampler(val_views, model_cfg.window, model_cfg.mode)
+        val_sampler = WindowSampler(val_views, model_cfg.window, model_cfg.mode, cfg.intrinsics)
         val_3d = torch.from_numpy(np.concatenate([v.kp3d for v in val_views.values()]))
         g = torch.Generator().manual_seed(1234)
         n = min(cfg.val_frames, len(val_sampler))
@@ -211,7 +248,9 @@ def train(data: list[str], val: str | None, out: str, model_cfg: LifterConfig, c
         if model_cfg.window < prior.cfg.window:
             raise UserError(f"the prior judges windows of {prior.cfg.window} frames; a "
                             f"{model_cfg.window}-frame lifter must train with --no-prior")
-    log(f"training on {len(train_views)} views / {len(sampler):,} frames from {data}; "
+    n_virtual = sum(v.intrinsics is not None for v in train_views.values()) if cfg.intrinsics else 0
+    log(f"training on {len(train_views)} views / {len(sampler):,} frames from {data} "
+        f"({n_virtual} seen through a virtual camera); "
         f"model {sum(p.numel() for p in model.parameters()):,} params on {dev}")
 
     steps_per_epoch = max(1, cfg.epoch_windows // cfg.batch)
@@ -232,10 +271,11 @@ def train(data: list[str], val: str | None, out: str, model_cfg: LifterConfig, c
         with Progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", "step",
                       enabled=progress) as bar:
             for i in range(steps_per_epoch):
-                w = draw_batch(sampler, cfg, gen).to(dev, non_blocking=True)
+                w, focal = draw_batch(sampler, cfg, gen)
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step, total, cfg)
-                loss, terms = train_step(model, opt, w, cfg, prior, amp)
+                loss, terms = train_step(model, opt, w.to(dev, non_blocking=True), cfg, prior, amp,
+                                         focal)
                 step += 1
                 for k, v in terms.items():
                     sums[k] += float(v.detach())

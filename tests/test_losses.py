@@ -86,3 +86,33 @@ def test_smoothness_constancy_symmetry():
     lopsided = B.clone()
     lopsided[:, 13] *= 1.5  # left forearm longer
     assert float(L.bone_symmetry(make_output(lopsided, torch.zeros(1, 6, 17, 3)))) > 0.01
+
+
+def test_perspective_reprojection_is_exact_for_the_true_pose_and_weak_is_not():
+    """A real body 3.5 m in front of a camera looking at its root: its normalised 2D is the
+    perspective projection x = X_xy / (1 + k X_z), k = scale / focal, of the true pose in the
+    model's units; the weak-perspective reprojection misses it by the perspective distortion."""
+    from streamlift.model import normalise_2d
+
+    f, Z0 = 1150.0, 3500.0
+    P = symmetric_skeleton() * 250.0  # (17, 3) mm, root at 0, joints up to ~0.7 m deep
+    T = 5
+    Pt = P[None].repeat(T, 1, 1) + torch.linspace(0, 40, T)[:, None, None]  # a small motion
+    Pt = Pt - Pt[:, :1]
+    cam = Pt + torch.tensor([0.0, 0.0, Z0])
+    px = f * cam[..., :2] / cam[..., 2:]  # (T, 17, 2), principal point at 0
+    conf = torch.ones(1, T, 17)
+    x2d, s = normalise_2d(px[None], conf)
+    X = Pt[None] * f / (Z0 * s)  # the true pose in the model's units
+    out = LifterOutput(X, X[:, 0], X - X[:, :1], torch.eye(3).expand(1, T, 3, 3), x2d, conf, s)
+    weak = float(L.reprojection(out))
+    out.extras["perspective"] = s / f
+    assert float(L.reprojection(out)) < 1e-5
+    assert weak > 0.02  # 2 % of the body's RMS size in the image
+    # behind-the-camera depths stay finite (the clamp) and still carry a gradient
+    Xb = X.clone().requires_grad_(True)
+    far = LifterOutput(Xb * torch.tensor([1.0, 1.0, -50.0]), X[:, 0], X, torch.eye(3).expand(1, T, 3, 3),
+                       x2d, conf, s, {"perspective": s / f})
+    loss = L.reprojection(far)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(Xb.grad).all()

@@ -60,6 +60,7 @@ def test_train_learns_resumes_and_evaluates(sample_views, tmp_path, capsys):
     assert hist[1]["reprojection"] < hist[0]["reprojection"]
     assert ck["meta"]["train_views"] == [str(data)] and len(ck["meta"]["train_digest"][0]) == 16
     assert "val_pa_mpjpe" in hist[-1]
+    assert ck["train"]["config"]["intrinsics"] is True  # the sample's views carry K
     # resume adds epochs without starting over
     assert main(["train", "--data", str(data), "--out", str(out), "--quiet", "--epochs", "3",
                  "--resume"]) == 0
@@ -78,6 +79,26 @@ def test_train_learns_resumes_and_evaluates(sample_views, tmp_path, capsys):
     assert set(res["groups"]) == {"indian", "salsa"}
     assert "ALL" in printed and "salsa" in printed
     assert 0 < res["pa_mpjpe"] <= res["n_mpjpe"] + 1e-6
+    assert res["virtual_camera_views"] == 5 and "virtual camera" in printed
+    assert main(["eval", "--data", str(data), "--weights", str(out), "--json", str(js), "--quiet",
+                 "--no-intrinsics"]) == 0
+    plain = json.loads(js.read_text())
+    assert plain["virtual_camera_views"] == 0 and plain["n_mpjpe"] != res["n_mpjpe"]
+
+
+def test_runs_saved_before_the_virtual_camera_resume_without_it(sample_views, tmp_path):
+    data, _ = sample_views
+    out = tmp_path / "old.pt"
+    common = ["--data", str(data), "--quiet", "--epoch-windows", "32", "--batch", "32"]
+    assert main(["train", *common, "--out", str(out), "--epochs", "1", *TINY]) == 0
+    ck = torch.load(out, weights_only=True)
+    del ck["train"]["config"]["intrinsics"]  # as a checkpoint from before the option
+    torch.save(ck, out)
+    assert main(["train", *common, "--out", str(out), "--epochs", "2", "--resume"]) == 0
+    assert torch.load(out, weights_only=True)["train"]["config"]["intrinsics"] is False
+    flag = tmp_path / "flag.pt"
+    assert main(["train", *common, "--out", str(flag), "--epochs", "1", "--no-intrinsics", *TINY]) == 0
+    assert torch.load(flag, weights_only=True)["train"]["config"]["intrinsics"] is False
 
 
 def test_init_fine_tunes_from_weights_with_new_settings(sample_views, tmp_path):

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from streamlift.model import NRSfMFormer, metric_scale
+from streamlift.windows import CPU_BATCH
 
 DEFAULT_LADDER = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-EAGER_CHUNK = 32  # windows per eager call: per-window cost on CPU rises with batch (cache misses)
+EAGER_CHUNK = CPU_BATCH  # windows per eager call: per-window cost on CPU rises with batch
 
 
 def skeleton_fn(model: NRSfMFormer, height_m: float) -> Callable:
