@@ -34,7 +34,7 @@ def run(device: torch.device, quick: bool, log=print) -> list[Result]:
     from streamlift.prior import load_prior
     from streamlift.paths import DEFAULT_PRIOR
 
-    kp2d, _, _ = sample_streams(5)
+    kp2d, _, _, _ = sample_streams(5)
     cfg = TrainConfig()
     base = NRSfMFormer(LifterConfig()).to(device)
     prior = load_prior(DEFAULT_PRIOR, device)

@@ -421,7 +421,9 @@ def render_view(model, view, name: str, out: Path, frames: list[int], device="cp
 
     out = Path(out)
     fr = np.asarray(frames, np.int64)
-    pred = torch.from_numpy(lift_sequence(model, view.kp2d, device=device, frames=fr)).double()
+    # a view with intrinsics is lifted through the virtual camera, as `streamlift eval` lifts it
+    pred = torch.from_numpy(lift_sequence(model, view.kp2d, device=device, frames=fr,
+                                          K=view.intrinsics)).double()
     errs = None
     if view.kp3d is not None:
         gt_all = torch.from_numpy(view.kp3d).double()

@@ -35,9 +35,9 @@ def serve(model, **kw):
     return Server(model, cfg, "cpu", log=lambda line: None).start()
 
 
-def offline(model, kp):
+def offline(model, kp, K=None):
     """What the server must publish for a whole stream: lift_sequence + the same scaling."""
-    X = torch.from_numpy(lift_sequence(model, kp))
+    X = torch.from_numpy(lift_sequence(model, kp, K=K))
     return (metric_scale(X, 1000 * HEIGHT) * 1e-3).numpy()
 
 
@@ -125,6 +125,36 @@ def test_many_streams_equal_offline_inference(mode):
             ("h36m17", "m", mode, 9, HEIGHT)
         assert m["t_capture"] <= m["t_receive"] <= m["t_publish"]
         assert np.allclose(m["joints"][0], 0)  # root-relative
+
+
+def test_streams_with_intrinsics_are_lifted_through_the_virtual_camera():
+    """A camera matrix sent with a stream's frames (or once: it holds for the later frames)
+    gives what offline lifting with K gives, in the real camera frame; a stream without one is
+    lifted as before. Each skeleton says which it was."""
+    model = tiny()
+    K = np.array([[1150, 0, 500], [0, 1150, 480], [0, 0, 1]], np.float32)
+    seqs = {"every": motion(20, 1) + [250, 0, 0], "once": motion(20, 2) - [300, 100, 0],
+            "none": motion(20, 3) + [250, 0, 0]}
+    with serve(model) as server:
+        sub = Subscriber(server.output_endpoint)
+        prod = Producer(server.input_endpoint)
+        handshake(prod, sub)
+        for t in range(20):
+            prod.frame("every", t, seqs["every"][t], intrinsics=P.pack_array(K))
+            prod.frame("once", t, seqs["once"][t], **({"intrinsics": K.tolist()} if t == 0 else {}))
+            prod.frame("none", t, seqs["none"][t])
+        for name in seqs:
+            prod.end(name)
+        got, _ = collect(sub, list(seqs))
+        assert prod.poll_errors(50) == []
+        prod.close()
+        sub.close()
+    for name, kp in seqs.items():
+        use = None if name == "none" else K
+        joints = np.stack([m["joints"] for m in got[name]])
+        np.testing.assert_allclose(joints, offline(model, kp, use), atol=2e-5)
+        assert {m["virtual_camera"] for m in got[name]} == {use is not None}
+    assert not np.allclose(offline(model, seqs["none"], K), offline(model, seqs["none"]), atol=1e-3)
 
 
 def test_every_bad_input_gets_an_error_and_spares_other_streams():

@@ -55,6 +55,16 @@ def test_confidence_channel_or_field_and_coco_mapping():
     np.testing.assert_allclose(c.conf, want[:, 2])
 
 
+def test_intrinsics_travel_with_the_frame():
+    K = np.array([[1150, 0, 500], [0, 1150, 480], [0, 0, 1]], np.float32)
+    _, a = P.decode_request(frame(intrinsics=P.pack_array(K)))
+    _, b = P.decode_request(frame(intrinsics=K.tolist()))
+    _, c = P.decode_request(frame())
+    np.testing.assert_array_equal(a.K, K)
+    np.testing.assert_array_equal(b.K, K)
+    assert c.K is None
+
+
 def test_control_messages():
     assert P.decode_request(msgpack.packb({"v": 1, "type": "stats"})) == ("stats", None)
     assert P.decode_request(msgpack.packb({"v": 1, "type": "ping"})) == ("ping", None)
@@ -88,6 +98,10 @@ BAD = [
     (frame(t_capture=None), "bad_message"),
     (frame(kp=None), "bad_message"),
     (frame(pad=b"\0" * 70000), "too_large"),
+    (frame(intrinsics=[[1.0, 0, 0], [0, 1, 0]]), "bad_shape"),
+    (frame(intrinsics=np.full((3, 3), np.nan).tolist()), "not_finite"),
+    (frame(intrinsics=[[-900.0, 0, 500], [0, 900, 500], [0, 0, 1]]), "bad_value"),
+    (frame(intrinsics=[[900.0, 0, 500], [0, 900, 500], [0, 0, 2]]), "bad_value"),
 ]
 
 
@@ -130,6 +144,45 @@ def test_ring_windows_match_offline_padding(n, window, mode, slack):
     want = window_indices(n, window, mode).astype(np.float32)
     assert sorted(got) == list(range(n))
     np.testing.assert_array_equal(np.stack([got[t] for t in range(n)]), want)
+
+
+def test_ring_sees_frames_after_a_camera_matrix_through_the_virtual_camera():
+    """Frames before a stream's first K are stored as they are; from it on (K holds for later
+    frames too) they are re-projected, in one batch, exactly as offline lifting does."""
+    from streamlift.virtual_camera import to_virtual
+
+    K = np.array([[1150, 0, 500], [0, 1150, 480], [0, 0, 1]], np.float32)
+    kp = RNG.uniform(100, 900, (6, 17, 2)).astype(np.float32)
+    conf = RNG.uniform(0.2, 1, (6, 17)).astype(np.float32)
+    ring = RingStore(2, 8)
+    plain, s = ring.open("plain"), ring.open("s")
+    for t in range(6):
+        ring.push(plain, kp[t], conf[t], t, 1.0, 1.0)
+        ring.push(s, kp[t], conf[t], t, 1.0, 1.0, K if t == 2 else None)
+    w, c = ring.windows(np.array([s.slot, plain.slot]), np.array([5, 5]), np.array([6, 6]), 6,
+                        "causal")
+    kpv, R = to_virtual(np.concatenate([kp, conf[..., None]], -1)[2:], K)
+    np.testing.assert_array_equal(w[0, :2], kp[:2])
+    np.testing.assert_allclose(w[0, 2:], kpv[..., :2], rtol=1e-6)
+    np.testing.assert_array_equal(w[1], kp)  # the other stream is untouched
+    np.testing.assert_array_equal(c[0], conf)
+    *_, virtual, rot = ring.meta(np.array([s.slot] * 6), np.arange(6))
+    assert virtual.tolist() == [False, False, True, True, True, True]
+    np.testing.assert_allclose(rot[2:], R, rtol=1e-6)
+    np.testing.assert_array_equal(rot[:2], np.broadcast_to(np.eye(3), (2, 3, 3)))
+
+
+def test_a_reused_slot_never_gets_the_previous_stream_s_camera():
+    K = np.array([[1150, 0, 500], [0, 1150, 480], [0, 0, 1]], np.float32)
+    ring = RingStore(1, 4)
+    a = ring.open("a")
+    ring.push(a, KP, np.ones(17), 0, 1.0, 1.0, K)  # never lifted: the stream ends at once
+    ring.close(a)
+    b = ring.open("b")
+    ring.push(b, KP, np.ones(17), 0, 1.0, 1.0)
+    w, _ = ring.windows(np.array([b.slot]), np.array([0]), np.array([1]), 1, "causal")
+    np.testing.assert_array_equal(w[0, 0], KP)
+    assert b.K is None and not ring.meta(np.array([b.slot]), np.array([0]))[3][0]
 
 
 def test_ring_slots_are_reused():

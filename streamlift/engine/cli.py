@@ -118,6 +118,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="prepended to every stream id (keeps several senders' streams apart)")
     p.add_argument("--lists", action="store_true",
                    help="send keypoints as nested lists instead of raw float32 bytes")
+    p.add_argument("--no-intrinsics", action="store_true",
+                   help="leave the views' camera matrices out of the frames (by default each "
+                        "frame carries its camera's intrinsics, and the server lifts through a "
+                        "virtual camera looking at the subject)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_send)
 
@@ -174,6 +178,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="frames per stream (the clips have 600)")
     d.add_argument("--noise-px", type=non_negative, default=0.0,
                    help="std. dev. of Gaussian 2D detector noise, pixels")
+    d.add_argument("--no-intrinsics", action="store_true",
+                   help="stream the 2D without the cameras' matrices (the server then lifts as "
+                        "if each subject stood on the optical axis)")
     d.add_argument("--json", type=Path, default=None, metavar="OUT",
                    help="also write the report as JSON (frames_sent, frames_received, "
                         "latency_ms_p50, latency_ms_p99, pa_mpjpe_mm, n_mpjpe_mm, ...)")
@@ -251,13 +258,14 @@ def _cmd_send(a: argparse.Namespace) -> int:
         from streamlift.data import load_views
         views = load_views(a.views, a.view)
         seqs = {n: v.kp2d for n, v in views.items()}
+        cams = {n: v.intrinsics for n, v in views.items()}
         fps = a.fps or next((v.fps for v in views.values() if v.fps), None)
         if fps is None:
             raise UserError(f"{a.views} has no frame rate; pass --fps")
     else:
         from streamlift.engine.demo import sample_streams
         # one camera per clip by default; more streams get more cameras of the same rig
-        seqs, _, sample_fps = sample_streams(20 if a.view else a.streams or 5)
+        seqs, _, sample_fps, cams = sample_streams(20 if a.view else a.streams or 5)
         if a.view:
             unknown = [v for v in a.view if v not in seqs]
             if unknown:
@@ -267,7 +275,7 @@ def _cmd_send(a: argparse.Namespace) -> int:
         fps = a.fps or sample_fps
     names = list(seqs)
     n = a.streams or len(names)
-    streams = {}
+    streams, stream_K = {}, {}
     for i in range(n):
         base = names[i % len(names)]
         sid = a.prefix + (base if i < len(names) else f"{base}-{i // len(names)}")
@@ -275,6 +283,7 @@ def _cmd_send(a: argparse.Namespace) -> int:
             raise UserError(f"view name {sid!r} is not a valid stream id (1-64 characters of "
                             f"A-Z a-z 0-9 _ . : -)")
         streams[sid] = np.asarray(seqs[base], np.float32)
+        stream_K[sid] = None if a.no_intrinsics else cams[base]
     producer = _connect(Producer, a.to, lists=a.lists)
     try:
         producer.request("ping", 3.0)
@@ -284,7 +293,7 @@ def _cmd_send(a: argparse.Namespace) -> int:
     print(f"send: {len(streams)} streams at {fps:g} fps to {a.to}", file=sys.stderr)
     try:
         res = replay(producer, streams, fps, a.frames, a.loop, a.noise_px, a.jitter_ms, a.seed,
-                     progress=not a.quiet)
+                     progress=not a.quiet, intrinsics=stream_K)
     finally:
         producer.close()
     codes: dict[str, int] = {}
@@ -387,7 +396,7 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     model, _ = load_lifter(a.weights, device)
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     r = run_demo(model, device, a.streams, a.fps, a.frames, a.noise_px, a.height_m, a.threads,
-                 progress=not a.quiet, log=log)
+                 progress=not a.quiet, log=log, intrinsics=not a.no_intrinsics)
     fmt = lambda v, u="": "-" if v is None else f"{v:.1f}{u}"  # noqa: E731
     print(f"frames: sent {r['frames_sent']:,}, received {r['frames_received']:,} "
           f"({r['streams']} streams at {r['fps']:g} fps, {r['mode']} window {r['window']}, "

@@ -124,14 +124,19 @@ class ReplayResult:
 def replay(producer: Producer, sequences: dict[str, np.ndarray], fps: float,
            frames: int | None = None, loops: int = 1, noise_px: float = 0.0,
            jitter_ms: float = 0.0, seed: int = 0, progress: bool = True,
-           stop: threading.Event | None = None, end: bool = True) -> ReplayResult:
+           stop: threading.Event | None = None, end: bool = True,
+           intrinsics: dict[str, np.ndarray | None] | None = None) -> ReplayResult:
     """Stream every sequence {stream id: (N, J, 2|3) px} at `fps`, all streams in step.
 
     Frame k of every stream is captured (timestamped) at t0 + k / fps, plus Gaussian timing
-    jitter of `jitter_ms`; `noise_px` adds Gaussian pixel noise. Sends `end` for each stream at
-    the end, so that a centred server publishes the stream's last frames at once.
+    jitter of `jitter_ms`; `noise_px` adds Gaussian pixel noise. `intrinsics` {stream id: K
+    (3, 3)} go with every frame of their stream. Sends `end` for each stream at the end, so
+    that a centred server publishes the stream's last frames at once.
     """
     rng = np.random.default_rng(seed)
+    extra = {s: {"intrinsics": (np.asarray(K, np.float32).tolist() if producer.lists
+                                else P.pack_array(np.asarray(K, np.float32)))}
+             for s, K in (intrinsics or {}).items() if K is not None}
     lengths = {s: len(kp) if frames is None else min(frames, len(kp))
                for s, kp in sequences.items()}
     ticks = max(lengths.values()) * loops
@@ -153,7 +158,7 @@ def replay(producer: Producer, sequences: dict[str, np.ndarray], fps: float,
                 x = np.array(kp[k % L], dtype=np.float32)
                 if noise_px:
                     x[:, :2] += rng.normal(0.0, noise_px, x[:, :2].shape).astype(np.float32)
-                producer.frame(s, k, x)
+                producer.frame(s, k, x, **extra.get(s, {}))
                 n_tick += 1
             for s in sequences:
                 if k < lengths[s] * loops:

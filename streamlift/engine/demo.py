@@ -20,7 +20,8 @@ from streamlift.model import NRSfMFormer
 
 
 def sample_streams(n_streams: int, noise_px: float = 0.0, seed: int = 0):
-    """The shipped sample as n live streams: {id: kp2d (N, 17, 2)} and {id: kp3d (N, 17, 3) mm}."""
+    """The shipped sample as n live streams: {id: kp2d (N, 17, 2)}, {id: kp3d (N, 17, 3) mm},
+    the frame rate and {id: intrinsics (3, 3)} of each stream's camera."""
     from streamlift.data import load_mocap, make_views
     from streamlift.paths import SAMPLE_MOCAP
 
@@ -30,16 +31,20 @@ def sample_streams(n_streams: int, noise_px: float = 0.0, seed: int = 0):
     # cam0 of every sequence first, then cam1, ... so that few streams still cover all motions
     order = sorted(views, key=lambda v: (int(v.rsplit(".cam", 1)[1]), v))[:n_streams]
     return ({v: views[v].kp2d for v in order}, {v: views[v].kp3d for v in order},
-            float(next(iter(views.values())).fps))
+            float(next(iter(views.values())).fps), {v: views[v].intrinsics for v in order})
 
 
 def run_demo(model: NRSfMFormer, device: torch.device, streams: int = 5, fps: float | None = None,
              frames: int | None = 300, noise_px: float = 0.0, height_m: float = 1.70,
-             threads: int | None = None, progress: bool = True, log=print) -> dict:
-    """Serve, stream, subscribe, measure. Returns the report (see `streamlift demo --help`)."""
+             threads: int | None = None, progress: bool = True, log=print,
+             intrinsics: bool = True) -> dict:
+    """Serve, stream, subscribe, measure. Returns the report (see `streamlift demo --help`).
+
+    `intrinsics`: send each stream's camera matrix with its frames (the server then lifts
+    through a virtual camera looking at the subject)."""
     from streamlift.metrics import n_mpjpe, pa_mpjpe
 
-    kp2d, kp3d, sample_fps = sample_streams(streams, noise_px)
+    kp2d, kp3d, sample_fps, K = sample_streams(streams, noise_px)
     fps = fps or sample_fps
     cfg = ServerConfig(input="tcp://127.0.0.1:*", output="tcp://127.0.0.1:*", height_m=height_m,
                        max_streams=max(streams, 1), threads=threads, idle_timeout_s=30.0)
@@ -74,7 +79,8 @@ def run_demo(model: NRSfMFormer, device: torch.device, streams: int = 5, fps: fl
         log(f"demo: {len(kp2d)} streams x {n} frames "
             f"at {fps:g} fps -> {model.cfg.mode} lifter (window {model.cfg.window}) on "
             f"{device} ({server.runner.backend})")
-        res = replay(producer, kp2d, fps, frames, progress=progress)
+        res = replay(producer, kp2d, fps, frames, progress=progress,
+                     intrinsics=K if intrinsics else None)
         done.wait(10.0 + 0.01 * res.sent)  # every stream's 'end' (or give up, bounded)
         done.set()
         t.join(5)
@@ -103,6 +109,7 @@ def run_demo(model: NRSfMFormer, device: torch.device, streams: int = 5, fps: fl
         "seconds": round(res.seconds, 3),
         "send_errors": len(res.errors),
         "subscriber_gaps": gaps,
+        "intrinsics": intrinsics,
         "mode": model.cfg.mode,
         "window": model.cfg.window,
         "device": str(device),

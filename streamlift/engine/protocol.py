@@ -16,6 +16,7 @@ import msgpack
 import numpy as np
 
 from streamlift.skeleton import H36M17, LAYOUTS, to_h36m
+from streamlift.virtual_camera import check_intrinsics
 
 VERSION = 1
 STREAM_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
@@ -80,6 +81,7 @@ class Frame:
     t_capture: float  # producer clock, seconds since the Unix epoch
     kp: np.ndarray  # (17, 2) float32 pixels
     conf: np.ndarray  # (17,) float32 in [0, 1]
+    K: np.ndarray | None = None  # (3, 3) camera matrix, when the frame carries one
 
 
 # ------------------------------------------------------------------------------------ arrays
@@ -213,7 +215,8 @@ def _decode_frame(msg: dict, stream: str) -> Frame:
                             stream, seq)
     if conf.min() < 0 or conf.max() > 1:
         raise ProtocolError("bad_value", "confidences must lie in [0, 1]", stream, seq)
-    for key in ("image_size", "intrinsics"):  # optional, checked, unused by the v1 model
+    K = None
+    for key in ("image_size", "intrinsics"):  # optional; intrinsics select the virtual camera
         if msg.get(key) is not None:
             try:
                 a = unpack_array(msg[key], key)
@@ -223,12 +226,18 @@ def _decode_frame(msg: dict, stream: str) -> Frame:
             if a.shape != want:
                 raise ProtocolError("bad_shape", f"{key} has shape {list(a.shape)}; expected "
                                                  f"{list(want)}", stream, seq)
+            if key == "intrinsics":
+                try:
+                    K = check_intrinsics(a).astype(np.float32)
+                except ValueError as e:
+                    code = "not_finite" if not np.isfinite(a).all() else "bad_value"
+                    raise ProtocolError(code, str(e), stream, seq) from None
     if layout != H36M17.name:
         M, src = _TO_H36M[layout]
         kp = M @ kp  # (17, 2) H36M order
         conf = np.where(src, conf[None, :], np.float32(1)).min(axis=1)  # (17,)
     return Frame(stream, seq, float(t), np.ascontiguousarray(kp, np.float32),
-                 np.ascontiguousarray(conf, np.float32))
+                 np.ascontiguousarray(conf, np.float32), K)
 
 
 # ---------------------------------------------------------------------------------- encoding

@@ -1,8 +1,9 @@
 """Per-stream ring buffers in one preallocated block, and the windows they make.
 
 Every stream owns a slot; a slot holds the stream's last `capacity` frames (keypoints,
-confidences, seq, timestamps), indexed by the frame's absolute position in the stream
-modulo `capacity`. A window is gathered for many streams at once with one fancy index, and is
+confidences, seq, timestamps, and the rotation from the frame's virtual camera back to the real
+one: the identity unless the stream sent intrinsics), indexed by the frame's absolute position
+in the stream modulo `capacity`. A window is gathered for many streams at once with one fancy index, and is
 padded exactly like `streamlift.windows.window_indices`: positions before the stream's first
 frame repeat the first frame, positions after its last frame (only once the stream has ended)
 repeat the last frame.
@@ -15,6 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streamlift.skeleton import H36M17
+from streamlift.virtual_camera import to_virtual
+
+_EYE = np.eye(3, dtype=np.float32)
 
 
 @dataclass
@@ -28,6 +32,7 @@ class StreamState:
     out_seq: int = 0  # skeletons published so far (gaps at a subscriber mean PUB drops)
     ended: bool = False
     dropped: int = field(default=0)  # frames skipped because the compute loop fell behind
+    K: np.ndarray | None = None  # the stream's camera matrix, once it has sent one
 
 
 class RingStore:
@@ -38,6 +43,9 @@ class RingStore:
         self.seq = np.zeros((max_streams, capacity), np.int64)
         self.t_capture = np.zeros((max_streams, capacity), np.float64)
         self.t_receive = np.zeros((max_streams, capacity), np.float64)
+        self.rot = np.zeros((max_streams, capacity, 3, 3), np.float32)  # virtual -> real camera
+        self.virtual = np.zeros((max_streams, capacity), bool)  # seen through a virtual camera
+        self._pending: list[tuple[int, int, np.ndarray]] = []  # (slot, index, K) to re-project
         self._free = list(range(max_streams - 1, -1, -1))  # pop() hands out slot 0 first
 
     @property
@@ -50,17 +58,38 @@ class RingStore:
         return StreamState(name, self._free.pop())
 
     def close(self, st: StreamState) -> None:
+        self.prepare()  # no re-projection may be left pending for a slot a new stream will get
         self._free.append(st.slot)
 
     def push(self, st: StreamState, kp, conf, seq: int, t_capture: float,
-             t_receive: float) -> None:
+             t_receive: float, K: np.ndarray | None = None) -> None:
+        """Store one frame. A camera matrix K, once a stream has sent one, holds for its later
+        frames too: `prepare` turns those into what a virtual camera looking at the subject sees."""
         i = st.n % self.capacity
+        if K is not None:
+            st.K = K
         self.kp[st.slot, i] = kp
         self.conf[st.slot, i] = conf
         self.seq[st.slot, i] = seq
         self.t_capture[st.slot, i] = t_capture
         self.t_receive[st.slot, i] = t_receive
+        self.rot[st.slot, i] = _EYE
+        self.virtual[st.slot, i] = st.K is not None
+        if st.K is not None:
+            self._pending.append((st.slot, i, st.K))
         st.n += 1
+
+    def prepare(self) -> None:
+        """Re-project the frames pushed with a camera matrix since the last call into their
+        virtual cameras, all in one batched call (one frame at a time costs ~40x more)."""
+        if not self._pending:
+            return
+        slots, idx, Ks = zip(*self._pending)
+        self._pending.clear()
+        s, i = np.array(slots), np.array(idx)
+        kpc = np.concatenate([self.kp[s, i], self.conf[s, i][..., None]], axis=-1)  # (n, J, 3)
+        kpv, R = to_virtual(kpc, np.stack(Ks), checked=True)  # checked as each frame arrived
+        self.kp[s, i], self.rot[s, i] = kpv[..., :2], R
 
     def windows(self, slots: np.ndarray, targets: np.ndarray, n: np.ndarray, window: int,
                 mode: str) -> tuple[np.ndarray, np.ndarray]:
@@ -69,6 +98,7 @@ class RingStore:
         slots, targets (absolute frame index) and n (frames received) are (B,) arrays; every
         index a window needs must still be in the ring (the caller keeps targets recent).
         """
+        self.prepare()
         start = targets - (window - 1) if mode == "causal" else targets - window // 2
         idx = start[:, None] + np.arange(window)[None, :]  # (B, T)
         idx = np.clip(idx, 0, (n - 1)[:, None]) % self.capacity
@@ -76,6 +106,9 @@ class RingStore:
         return self.kp[s, idx], self.conf[s, idx]  # (B, T, J, 2), (B, T, J)
 
     def meta(self, slots: np.ndarray, targets: np.ndarray):
-        """seq, t_capture, t_receive of each target frame, (B,) arrays."""
+        """seq, t_capture, t_receive, virtual (B,) arrays and the rotation (B, 3, 3) from each
+        target frame's virtual camera back to the real one."""
+        self.prepare()
         i = targets % self.capacity
-        return self.seq[slots, i], self.t_capture[slots, i], self.t_receive[slots, i]
+        return (self.seq[slots, i], self.t_capture[slots, i], self.t_receive[slots, i],
+                self.virtual[slots, i], self.rot[slots, i])

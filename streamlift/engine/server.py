@@ -28,6 +28,7 @@ from streamlift.engine.ring import RingStore, StreamState
 from streamlift.engine.runner import DEFAULT_LADDER, Runner, skeleton_fn
 from streamlift.errors import UserError
 from streamlift.model import NRSfMFormer
+from streamlift.virtual_camera import from_virtual
 
 _STOP = ("stop",)
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
@@ -373,7 +374,7 @@ class Server:
                             # a stream ended in this very tick still holds its slot: finish it
                             self._finish(touched, ended)
                         st = streams[f.stream] = self.ring.open(f.stream)
-                    self.ring.push(st, f.kp, f.conf, f.seq, f.t_capture, t_recv)
+                    self.ring.push(st, f.kp, f.conf, f.seq, f.t_capture, t_recv, f.K)
                     touched[st.slot] = st
                 elif item[0] == "end":
                     st = streams.pop(item[1], None)
@@ -422,7 +423,7 @@ class Server:
         if not owners:
             return
         slots_a, targets_a, n_a = (np.concatenate(x) for x in (slots, targets, ns))
-        seq, t_cap, t_recv = self.ring.meta(slots_a, targets_a)
+        seq, t_cap, t_recv, virtual, rot = self.ring.meta(slots_a, targets_a)
         out_seq = np.empty(len(owners), np.int64)
         for i, st in enumerate(owners):  # owners are grouped by stream, in frame order
             out_seq[i] = st.out_seq
@@ -436,9 +437,10 @@ class Server:
             sel = order[i:i + self.runner.max_batch]
             kp, conf = self.ring.windows(slots_a[sel], targets_a[sel], n_a[sel], self.window,
                                          self.mode)  # (b, T, J, 2), (b, T, J)
-            joints = self.runner(kp, conf)  # (b, J, 3) metres
+            joints = self.runner(kp, conf)  # (b, J, 3) metres, in each frame's virtual camera
+            joints = from_virtual(joints, rot[sel])  # the identity for streams without K
             self._out.put(("batch", [owners[j].name for j in sel], out_seq[sel], seq[sel],
-                           t_cap[sel], t_recv[sel], joints))
+                           t_cap[sel], t_recv[sel], joints, virtual[sel]))
         dt = 1e3 * (time.perf_counter() - t0)
         with self.stats.lock:
             self.stats.batches[len(owners)] += 1
@@ -461,13 +463,14 @@ class Server:
                          "frames": int(n), "published": int(out_seq), "dropped": int(dropped),
                          "t_publish": time.time()})])
                     continue
-                _, names, out_seq, seq, t_cap, t_recv, joints = item
+                _, names, out_seq, seq, t_cap, t_recv, joints, virtual = item
                 lat, srv = [], []
                 for i, name in enumerate(names):
                     t_pub = time.time()
                     msg = dict(base, stream=name, seq=int(seq[i]), out_seq=int(out_seq[i]),
                                t_capture=float(t_cap[i]), t_receive=float(t_recv[i]),
-                               t_publish=t_pub, joints=P.pack_array(joints[i]))
+                               t_publish=t_pub, joints=P.pack_array(joints[i]),
+                               virtual_camera=bool(virtual[i]))
                     # PUB never blocks: a subscriber whose queue is at SNDHWM just misses this
                     pub.send_multipart([P.topic(name), P.encode(msg)])
                     lat.append(1e3 * (t_pub - t_cap[i]))
