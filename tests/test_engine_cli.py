@@ -214,6 +214,16 @@ def test_demo_json(weights, tmp_path, capsys):
     assert "accuracy vs ground truth" in capsys.readouterr().out
 
 
+def test_demo_plays_slower_on_cpu(weights, tmp_path):
+    from streamlift.engine.demo import CPU_FPS
+
+    out = tmp_path / "demo.json"
+    assert run(["demo", "--weights", str(weights), "--device", "cpu", "--streams", "1",
+                "--frames", "8", "--threads", "1", "--json", str(out), "--quiet"]) == 0
+    r = json.loads(out.read_text())
+    assert r["fps"] == CPU_FPS < 50 and r["frames_received"] == 8
+
+
 def test_bench_runner_smoke(weights, tmp_path):
     from streamlift.engine import bench
 

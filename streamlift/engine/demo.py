@@ -18,6 +18,11 @@ from streamlift.engine.clients import Producer, Subscriber, replay
 from streamlift.engine.server import Server, ServerConfig
 from streamlift.model import NRSfMFormer
 
+# The sample's 50 fps x 5 streams is 250 windows/s, more than a 2-core CPU lifts in real time
+# (BENCHMARKS.md: at 120/s ticks already run back to back); past that, frames queue and the
+# latency grows for as long as the demo runs.
+CPU_FPS = 15.0
+
 
 def sample_streams(n_streams: int, noise_px: float = 0.0, seed: int = 0):
     """The shipped sample as n live streams: {id: kp2d (N, 17, 2)}, {id: kp3d (N, 17, 3) mm},
@@ -40,12 +45,15 @@ def run_demo(model: NRSfMFormer, device: torch.device, streams: int = 5, fps: fl
              intrinsics: bool = True) -> dict:
     """Serve, stream, subscribe, measure. Returns the report (see `streamlift demo --help`).
 
+    `fps` None: the sample's rate on CUDA, at most CPU_FPS on CPU.
+
     `intrinsics`: send each stream's camera matrix with its frames (the server then lifts
     through a virtual camera looking at the subject)."""
     from streamlift.metrics import n_mpjpe, pa_mpjpe
 
     kp2d, kp3d, sample_fps, K = sample_streams(streams, noise_px)
-    fps = fps or sample_fps
+    # on CPU the clips play slower than captured: the same windows, within the CPU's rate
+    fps = fps or (sample_fps if device.type == "cuda" else min(sample_fps, CPU_FPS))
     cfg = ServerConfig(input="tcp://127.0.0.1:*", output="tcp://127.0.0.1:*", height_m=height_m,
                        max_streams=max(streams, 1), threads=threads, idle_timeout_s=30.0)
     received: dict[str, list[dict]] = {s: [] for s in kp2d}
