@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import numpy as np
 from streamlift.argtypes import positive_float, positive_int
 from streamlift.errors import UserError
 from streamlift.skeleton import H36M17
+from streamlift.virtual_camera import check_intrinsics
 
 # Colours, BGR (OpenCV's order).
 LEFT = (235, 140, 30)  # blue: the subject's left
@@ -598,6 +600,10 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                         "lifter is causal)")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where the lifter runs; auto (the default) picks CUDA when there is one")
+    r.add_argument("--no-intrinsics", action="store_true",
+                   help="ignore the view's camera matrix: lift as if the subject stood on the "
+                        "optical axis (by default a view with intrinsics is lifted through a "
+                        "virtual camera looking at the subject, as `eval` lifts it)")
     r.add_argument("--height-m", type=positive_float, default=1.70,
                    help="height the skeleton is drawn at when the view has no ground truth "
                         "(with ground truth: its median height, as eval uses; default "
@@ -642,6 +648,13 @@ def _cmd_render(a: argparse.Namespace) -> int:
         if name not in names:
             raise _unknown_view(name, names, where)
         view = load_views(a.views, [name])[name]
+    if a.no_intrinsics:
+        view = dataclasses.replace(view, intrinsics=None)
+    elif view.intrinsics is not None:
+        try:
+            check_intrinsics(view.intrinsics, f"{name}'s intrinsics")
+        except ValueError as e:
+            raise UserError(f"{where}: {e} (--no-intrinsics renders without them)") from None
     T = view.frames
     k = a.frame if a.frame is not None else (T // 2 if png else 0)
     if not 0 <= k < T:

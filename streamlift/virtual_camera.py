@@ -21,6 +21,9 @@ import numpy as np
 
 from streamlift.skeleton import ROOT
 
+MIN_FOCAL = 1e-3  # px; intrinsics of normalised image coordinates (f = 1) still pass
+MAX_ENTRY = 1e8  # px; far beyond any real camera
+
 
 def check_intrinsics(K, what: str = "intrinsics") -> np.ndarray:
     """K as float64 (3, 3), or ValueError saying what is wrong with it."""
@@ -29,10 +32,14 @@ def check_intrinsics(K, what: str = "intrinsics") -> np.ndarray:
         raise ValueError(f"{what} must be a 3x3 camera matrix, got shape {list(K.shape)}")
     if not np.isfinite(K).all():
         raise ValueError(f"{what} contains NaN or infinity")
-    (fx, _, _), (_, fy, _), (a, b, c) = K.tolist()  # plain floats: cheap per streamed frame
-    if not (fx > 0 and fy > 0) or abs(a) > 1e-6 or abs(b) > 1e-6 or abs(c - 1) > 1e-6:
+    (fx, _, _), (d, fy, _), (a, b, c) = K.tolist()  # plain floats: cheap per streamed frame
+    # upper triangular with fx, fy > 0: always invertible (det = fx fy), which the compute
+    # thread relies on; the range keeps K^-1 and the re-projected pixels finite
+    if not (MIN_FOCAL <= fx and MIN_FOCAL <= fy) or max(abs(d), abs(a), abs(b), abs(c - 1)) > 1e-6:
         raise ValueError(f"{what} must be a pinhole matrix [[fx, s, cx], [0, fy, cy], [0, 0, 1]]"
-                         f" with fx, fy > 0")
+                         f" with fx, fy > 0 (at least {MIN_FOCAL:g} px)")
+    if np.abs(K).max() > MAX_ENTRY:
+        raise ValueError(f"{what} has an entry beyond {MAX_ENTRY:.0e} px")
     return K
 
 

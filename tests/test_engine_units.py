@@ -102,6 +102,7 @@ BAD = [
     (frame(intrinsics=np.full((3, 3), np.nan).tolist()), "not_finite"),
     (frame(intrinsics=[[-900.0, 0, 500], [0, 900, 500], [0, 0, 1]]), "bad_value"),
     (frame(intrinsics=[[900.0, 0, 500], [0, 900, 500], [0, 0, 2]]), "bad_value"),
+    (frame(intrinsics=[[1.0, 1, 0], [1, 1, 0], [0, 0, 1]]), "bad_value"),  # singular
 ]
 
 

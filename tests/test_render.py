@@ -1,6 +1,7 @@
 """`streamlift render` and `streamlift watch --render/--show`: images of the right size with the
 left/right bone colours in every panel, clips with the right frame count, clear errors."""
 
+import dataclasses
 import sys
 import threading
 import time
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from streamlift.cli import build_parser, main
-from streamlift.data import load_mocap, make_views, save_views
+from streamlift.data import load_mocap, load_views, make_views, save_views
 from streamlift.data.views import View
 from streamlift.engine.server import Server, ServerConfig
 from streamlift.errors import UserError
@@ -198,3 +199,20 @@ def test_show_with_headless_opencv_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("DISPLAY", ":0")
     with pytest.raises(UserError, match="--show needs OpenCV with GUI support"):
         run(["watch", "--show", "--count", "1"])
+
+
+def test_intrinsics_are_checked_and_can_be_left_out(tiny_views, tmp_path, capsys):
+    views = load_views(tiny_views)
+    v = views["salsa_01.cam0"]
+    bad = tmp_path / "bad_k.npz"
+    save_views(bad, {"cam0": dataclasses.replace(v, intrinsics=np.ones((3, 3), np.float32))})
+    png = str(tmp_path / "x.png")
+    with pytest.raises(UserError, match=r"cam0's intrinsics must be a pinhole matrix.*"
+                                        r"--no-intrinsics renders without them"):
+        run(["render", "--views", str(bad), "--out", png])
+    errors = []
+    for extra in ([], ["--no-intrinsics"]):  # a subject 165 px right of centre, with/without K
+        assert main(["render", "--out", png, "--size", "96"] + extra) == 0
+        errors.append(capsys.readouterr().out.split("N-MPJPE")[1])
+    assert errors[0] != errors[1]
+    assert run(["render", "--views", str(bad), "--out", png, "--no-intrinsics"]) == 0

@@ -92,13 +92,18 @@ def test_runs_saved_before_the_virtual_camera_resume_without_it(sample_views, tm
     common = ["--data", str(data), "--quiet", "--epoch-windows", "32", "--batch", "32"]
     assert main(["train", *common, "--out", str(out), "--epochs", "1", *TINY]) == 0
     ck = torch.load(out, weights_only=True)
-    del ck["train"]["config"]["intrinsics"]  # as a checkpoint from before the option
+    cfg = ck["train"]["config"]
+    assert cfg["intrinsics"] is True and cfg["perspective"] is True  # the defaults
+    del cfg["intrinsics"], cfg["perspective"]  # as a checkpoint from before the options
     torch.save(ck, out)
     assert main(["train", *common, "--out", str(out), "--epochs", "2", "--resume"]) == 0
-    assert torch.load(out, weights_only=True)["train"]["config"]["intrinsics"] is False
+    cfg = torch.load(out, weights_only=True)["train"]["config"]
+    assert cfg["intrinsics"] is False and cfg["perspective"] is False
     flag = tmp_path / "flag.pt"
-    assert main(["train", *common, "--out", str(flag), "--epochs", "1", "--no-intrinsics", *TINY]) == 0
-    assert torch.load(flag, weights_only=True)["train"]["config"]["intrinsics"] is False
+    assert main(["train", *common, "--out", str(flag), "--epochs", "1", "--no-intrinsics",
+                 "--no-perspective", *TINY]) == 0
+    cfg = torch.load(flag, weights_only=True)["train"]["config"]
+    assert cfg["intrinsics"] is False and cfg["perspective"] is False
 
 
 def test_init_fine_tunes_from_weights_with_new_settings(sample_views, tmp_path):

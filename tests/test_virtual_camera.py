@@ -102,6 +102,9 @@ def test_one_matrix_per_frame_equals_one_for_all():
     (np.full((3, 3), np.nan), "NaN"),
     (np.diag([-1.0, 1, 1]), "fx, fy > 0"),
     (np.array([[1.0, 0, 0], [0, 1, 0], [0.1, 0, 1]]), "pinhole"),
+    (np.array([[1.0, 1, 0], [1, 1, 0], [0, 0, 1]]), "pinhole"),  # singular: K[1, 0] != 0
+    (np.diag([1e-9, 1, 1]), "at least"),
+    (np.array([[900.0, 0, 1e12], [0, 900, 500], [0, 0, 1]]), "beyond"),
 ])
 def test_bad_intrinsics_are_refused_with_the_reason(bad, words):
     with pytest.raises(ValueError, match=words):
