@@ -31,7 +31,7 @@ from streamlift.data import load_views
 from streamlift.metrics import pa_mpjpe
 from streamlift.model import LifterConfig, NRSfMFormer
 from streamlift.prior import load_prior
-from streamlift.train import TrainConfig, WindowSampler, draw_batch, train_step
+from streamlift.train import WindowSampler, draw_batch, saved_config, train_step
 from streamlift.windows import lift_sequence
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,8 +64,7 @@ if "train" not in ck:
 train_views = {}
 for p in args.data:
     train_views.update({f"{p}:{k}": v for k, v in load_views(p).items()})
-# absent from a run's config: the run predates the option, so it saw raw 2D under weak perspective
-cfg0 = TrainConfig(**{"intrinsics": False, "perspective": False, **ck["train"]["config"]})
+cfg0 = saved_config(ck["train"]["config"])
 sampler = WindowSampler(train_views, ck["config"]["window"], ck["config"]["mode"], cfg0.intrinsics)
 prior = load_prior(cfg0.prior, torch.device("cpu"))
 val_views = load_views(args.val)

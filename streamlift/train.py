@@ -23,7 +23,7 @@ from streamlift.metrics import n_mpjpe, pa_mpjpe
 from streamlift.model import LifterConfig, NRSfMFormer
 from streamlift.progress import Progress
 from streamlift.skeleton import H36M17
-from streamlift.virtual_camera import to_virtual
+from streamlift.virtual_camera import from_virtual, to_virtual
 from streamlift.windows import default_batch
 
 DEFAULT_WEIGHTS = {
@@ -56,6 +56,12 @@ class TrainConfig:
     prior_t_range: tuple = (0.05, 0.4)
     intrinsics: bool = True  # see views with a camera matrix through a virtual camera (README)
     perspective: bool = True  # reproject through the focal length of views that have one
+
+
+def saved_config(saved: dict, **changes) -> TrainConfig:
+    """A checkpoint's training config: runs saved before the virtual camera saw raw 2D and
+    reprojected under weak perspective, so options absent from `saved` take those values."""
+    return TrainConfig(**{"intrinsics": False, "perspective": False, **saved, **changes})
 
 
 class WindowSampler:
@@ -144,8 +150,8 @@ def validate(model: NRSfMFormer, sampler: WindowSampler, kp3d: torch.Tensor,
         w = sampler.windows(targets[i:i + batch]).to(device)
         preds.append(model.lift(w[..., :2], w[..., 2]).float().cpu())
     model.train()
-    # back from the virtual cameras to the real ones: X R^T, (n, J, 3)
-    pred = torch.cat(preds).double() @ sampler.rot[targets].double().transpose(-1, -2)
+    pred = torch.from_numpy(from_virtual(torch.cat(preds).numpy(),
+                                         sampler.rot[targets].numpy())).double()  # (n, J, 3)
     gt = kp3d[targets].double()
     return {"n_mpjpe": float(n_mpjpe(pred, gt)), "pa_mpjpe": float(pa_mpjpe(pred, gt))}
 
@@ -198,11 +204,8 @@ def train(data: list[str], val: str | None, out: str, model_cfg: LifterConfig, c
         if "train" not in ck:
             raise UserError(f"--resume: {out} holds no training state (a shipped model?)")
         model_cfg = LifterConfig(**ck["config"])
-        saved = dict(ck["train"]["config"])
-        saved["epochs"] = cfg.epochs  # the one setting a resume may extend
-        saved.setdefault("intrinsics", False)  # runs saved before these options saw raw 2D
-        saved.setdefault("perspective", False)  # and reprojected under weak perspective
-        cfg = TrainConfig(**saved)
+        # epochs: the one setting a resume may extend
+        cfg = saved_config(ck["train"]["config"], epochs=cfg.epochs)
     init_state = None
     if init and not resume:
         if not Path(init).is_file():

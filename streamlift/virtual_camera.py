@@ -81,19 +81,18 @@ def to_virtual(kp2d: np.ndarray, K, checked: bool = False) -> tuple[np.ndarray, 
         for k in np.unique(K.reshape(-1, 3, 3), axis=0):
             check_intrinsics(k)
     kp2d = np.asarray(kp2d)
-    Kn = np.broadcast_to(K, (len(kp2d), 3, 3))
-    Ki = np.linalg.inv(Kn)  # (N, 3, 3)
+    Kt = np.swapaxes(K, -1, -2)  # (3, 3) or (N, 3, 3): rows @ Kt broadcast over the frames
+    Kit = np.linalg.inv(Kt)  # (K^-1)^T
     ones = np.ones(kp2d.shape[:2] + (1,))
     px = np.concatenate([kp2d[..., :2].astype(np.float64), ones], axis=-1)  # (N, J, 3)
-    d = px @ Ki.transpose(0, 2, 1)  # (N, J, 3) rays
-    root = np.concatenate([root_pixels(kp2d), ones[:, 0]], axis=-1)[:, None] @ \
-        Ki.transpose(0, 2, 1)  # (N, 1, 3)
+    d = px @ Kit  # (N, J, 3) rays
+    root = np.concatenate([root_pixels(kp2d), ones[:, 0]], axis=-1)[:, None] @ Kit  # (N, 1, 3)
     R = ray_rotations(root[:, 0])  # (N, 3, 3)
     dv = d @ R  # (N, J, 3): rows R^T d_j
     # a joint 90 degrees or more from the root's ray has no image in the virtual camera; such
     # a pose would not fit any real lens, so it is pushed far out rather than wrapped around
     dv[..., 2] = np.maximum(dv[..., 2], 1e-6)
-    uv = (dv / dv[..., 2:]) @ Kn.transpose(0, 2, 1)  # (N, J, 3), last column 1
+    uv = (dv / dv[..., 2:]) @ Kt  # (N, J, 3), last column 1
     out = np.array(kp2d, dtype=np.float32, copy=True)
     out[..., :2] = uv[..., :2]
     return out, R.astype(np.float32)

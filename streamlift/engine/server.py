@@ -438,7 +438,8 @@ class Server:
             kp, conf = self.ring.windows(slots_a[sel], targets_a[sel], n_a[sel], self.window,
                                          self.mode)  # (b, T, J, 2), (b, T, J)
             joints = self.runner(kp, conf)  # (b, J, 3) metres, in each frame's virtual camera
-            joints = from_virtual(joints, rot[sel])  # the identity for streams without K
+            if virtual[sel].any():  # rot is the identity for streams without K
+                joints = from_virtual(joints, rot[sel])
             self._out.put(("batch", [owners[j].name for j in sel], out_seq[sel], seq[sel],
                            t_cap[sel], t_recv[sel], joints, virtual[sel]))
         dt = 1e3 * (time.perf_counter() - t0)
