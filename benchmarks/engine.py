@@ -2,7 +2,7 @@
 upwards until the server saturates. The headline is the largest N whose capture -> publish p99
 stays within one frame period (33 ms at 30 fps) with nothing dropped.
 
-Each point runs `streamlift.engine.bench.bench_serve`: the server in this process (its compute,
+Each point runs `benchmarks.serve.bench_serve`: the server in this process (its compute,
 ingest and publish threads), senders as separate processes (`streamlift send`), latency from
 the server's own counters (capture timestamp in each message -> publish).
 """
@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import torch
 
 from benchmarks.harness import Result
-from streamlift.engine.bench import bench_serve
+from benchmarks.serve import bench_serve
 
 FPS = 30.0
 P99_BUDGET_MS = 1000.0 / FPS

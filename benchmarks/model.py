@@ -2,7 +2,7 @@
 peer architecture (VideoPose3D's temporal convolutions) timed in the same harness.
 
 Each case times the step the engine runs per tick (2D pixels + confidences in, metric 3D of the
-newest frame out: `streamlift.engine.runner.skeleton_fn`) on a batch of windows already on the
+newest frame out: `streamlift.serve.runner.skeleton_fn`) on a batch of windows already on the
 device. The achieved FLOP/s is set against a peak *measured in the same run* — a large fp32
 matrix multiply on the same device — so "fraction of peak" needs no datasheet.
 """
@@ -14,8 +14,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.harness import Result, measure, result
 from benchmarks.videopose3d import VideoPose3D, receptive_field_config
-from streamlift.engine.runner import Runner, skeleton_fn
-from streamlift.model import LifterConfig, NRSfMFormer, load_lifter
+from streamlift.serve.runner import Runner, skeleton_fn
+from streamlift.lifter.model import LifterConfig, NRSfMFormer, load_lifter
 
 
 def count_flops(fn, *args) -> int:

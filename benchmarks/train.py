@@ -1,6 +1,6 @@
 """Train suite: optimiser steps per second of the real training step, with and without the prior.
 
-Times `streamlift.train.train_step` (forward, every loss, backward, clipping, AdamW) on batches
+Times `streamlift.train.lifter.train_step` (forward, every loss, backward, clipping, AdamW) on batches
 of windows cut from the shipped sample's 2D views, with the shipped diffusion prior on (the
 default) and off. Samples/s counts windows. Data loading is left out: the sampler cuts
 windows from tensors already in memory, which is cheap next to the step.
@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 from benchmarks.harness import Result, measure, result
-from streamlift.engine.demo import sample_streams
-from streamlift.model import LifterConfig, NRSfMFormer
-from streamlift.train import TrainConfig, train_step
+from streamlift.data.sample import sample_streams
+from streamlift.lifter.model import LifterConfig, NRSfMFormer
+from streamlift.train.lifter import TrainConfig, train_step
+from streamlift.train.loop import Optimiser
 
 
 def _batch(kp2d: list[np.ndarray], batch: int, window: int, device: torch.device) -> torch.Tensor:
@@ -49,7 +50,7 @@ def run(device: torch.device, quick: bool, log=print) -> list[Result]:
         times = {}
         for name, p in (("with prior", prior), ("no prior", None)):
             model = copy.deepcopy(base).train()
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            opt = Optimiser(model, lr=1e-4)
             times[name] = measure(lambda: train_step(model, opt, w, cfg, p, amp), device,
                                   warmup=2, repeats=5 if quick else 20)
         for name, t in times.items():

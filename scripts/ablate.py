@@ -6,7 +6,7 @@
 
 Trains each variant with `streamlift train`, scores it with `streamlift eval` on every test
 file, and writes `table.md` and `results.json` in --out-dir. Each variant's rigid/non-rigid
-split (`streamlift.evaluate.decomposition`: the residual rotation of the shapes S[t] against the
+split (`streamlift.eval.diagnose.decomposition`: the residual rotation of the shapes S[t] against the
 reference skeleton B, and |D|/|B|) is measured on the --val file, 2D only. Variants: the full model; no
 Procrustean canonicalisation; single frame (T = 1); centred instead of causal; without the
 diffusion prior (every other variant uses the shipped prior).
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from streamlift.cli import main as cli
 from streamlift.data import load_views
-from streamlift.evaluate import decomposition
-from streamlift.model import load_checkpoint
+from streamlift.eval.diagnose import decomposition
+from streamlift.lifter.model import load_checkpoint
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--train", nargs="+", required=True, help="training views files")

@@ -27,9 +27,9 @@ import torch
 from streamlift.data import load_views
 from streamlift.kernels.procrustes import procrustes
 from streamlift.metrics import pa_mpjpe
-from streamlift.model import load_lifter
-from streamlift.virtual_camera import ray_rotations
-from streamlift.windows import lift_sequence
+from streamlift.lifter.model import load_lifter
+from streamlift.geometry import ray_rotations
+from streamlift.lifter.infer import lift_sequence
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--val", required=True, help="views file with kp3d and intrinsics (scoring only)")

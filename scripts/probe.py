@@ -29,10 +29,12 @@ import torch
 
 from streamlift.data import load_views
 from streamlift.metrics import pa_mpjpe
-from streamlift.model import LifterConfig, NRSfMFormer
+from streamlift.lifter.model import LifterConfig, NRSfMFormer
 from streamlift.prior import load_prior
-from streamlift.train import WindowSampler, draw_batch, saved_config, train_step
-from streamlift.windows import lift_sequence
+from streamlift.train.sampler import WindowSampler, draw_batch
+from streamlift.train.lifter import saved_config, train_step
+from streamlift.train.loop import Optimiser
+from streamlift.lifter.infer import lift_sequence
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--init", required=True, help="training checkpoint (with its optimizer state) to start from")
@@ -101,10 +103,8 @@ for name, over in settings.items():
     cfg = replace(cfg0, weights={**cfg0.weights, **over.get("weights", {})},
                   prior_weight=over.get("prior_weight", cfg0.prior_weight),
                   prior_t_range=tuple(over.get("prior_t_range", cfg0.prior_t_range)))
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=cfg.weight_decay)
-    opt.load_state_dict(ck["train"]["optimizer"])
-    for g in opt.param_groups:
-        g["lr"] = args.lr
+    opt = Optimiser(model, args.lr, cfg.weight_decay)  # constant lr: no total, no schedule
+    opt.opt.load_state_dict(ck["train"]["optimizer"])
     torch.manual_seed(0)  # the prior loss's noise draws
     gen = torch.Generator().manual_seed(99)  # windows, mirroring, 2D noise: the same for every probe
     t0 = time.time()

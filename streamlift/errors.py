@@ -1,5 +1,7 @@
-"""Errors meant for the person at the command line: the CLI prints them as one line, no traceback."""
+"""The one exception library code raises for bad input (a missing file, a wrong shape, an unknown
+name). It is an ordinary ValueError that says what is wrong in words and names no command-line
+flag; `streamlift.cli` turns it into one line and exit status 2."""
 
 
-class UserError(Exception):
-    """Bad input from the user (missing file, wrong shape, unknown name): say what and stop."""
+class UserError(ValueError):
+    """Bad input: say what and stop."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from streamlift.geometry import ray_rotations
 from streamlift.skeleton import ROOT
 
 MIN_FOCAL = 1e-3  # px; intrinsics of normalised image coordinates (f = 1) still pass
@@ -41,21 +42,6 @@ def check_intrinsics(K, what: str = "intrinsics") -> np.ndarray:
     if np.abs(K).max() > MAX_ENTRY:
         raise ValueError(f"{what} has an entry beyond {MAX_ENTRY:.0e} px")
     return K
-
-
-def ray_rotations(rays: np.ndarray) -> np.ndarray:
-    """Rays (N, 3) with positive z -> (N, 3, 3) rotations R with R z = ray / |ray|.
-
-    Rodrigues with the unnormalised axis v = z x r and c = z . r: R = I + [v]x + [v]x^2 / (1 + c),
-    which stays exact as r -> z (no division by sin).
-    """
-    r = rays / np.linalg.norm(rays, axis=-1, keepdims=True)
-    vx, vy = -r[:, 1], r[:, 0]  # z x r = (-r_y, r_x, 0)
-    c = r[:, 2]
-    V = np.zeros((len(r), 3, 3))
-    V[:, 0, 2], V[:, 1, 2] = vy, -vx
-    V[:, 2, 0], V[:, 2, 1] = -vy, vx
-    return np.eye(3) + V + (V @ V) / (1 + c)[:, None, None]
 
 
 def root_pixels(kp2d: np.ndarray) -> np.ndarray:

@@ -52,6 +52,6 @@ def test_views_on_the_shipped_sample(tmp_path):
     r = run_cli("data", "views", "--out", str(out), "--cameras", "2", "--noise-px", "3")
     assert r.returncode == 0, r.stderr
     assert "10 views (5 sequences x 2 cameras), 6,000 frames at 50 fps, noise 3 px" in r.stdout
-    assert "views [" in r.stderr  # progress shown
+    assert "views: 100%" in r.stderr  # progress shown
     r = run_cli("data", "info", str(out))
     assert r.returncode == 0 and "10 views, 6,000 frames" in r.stdout

@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from streamlift.data import load_mocap, load_views, make_views, project, resample, save_views, studio_rig
-from streamlift.data.cameras import detector_noise, look_at
+from streamlift.data import (load_mocap, load_views, make_views, project, resample, save_views, studio_rig)
+from streamlift.data.cameras import detector_noise
+from streamlift.geometry import look_at
 from streamlift.data.views import View
 from streamlift.errors import UserError
 from streamlift.paths import SAMPLE_MOCAP

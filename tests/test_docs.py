@@ -90,8 +90,8 @@ def _parser_for(words: list[str]):
         sys.path.insert(0, str(ROOT))
         from benchmarks.run import build_parser as bench_parser
         return bench_parser(), words[2:]
-    elif words[:3] == ["python", "-m", "streamlift.engine.bench"]:
-        from streamlift.engine.bench import build_parser as engine_bench_parser
+    elif words[:3] == ["python", "-m", "benchmarks.serve"]:
+        from benchmarks.serve import build_parser as engine_bench_parser
         p, rest = engine_bench_parser(), words[3:]
     else:
         return None, words

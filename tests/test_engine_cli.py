@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from streamlift.engine import cli as ecli
-from streamlift.engine.clients import Producer, Subscriber
-from streamlift.engine.server import Server, ServerConfig
-from streamlift.model import load_lifter
+from streamlift.cli import serve as ecli
+from streamlift.serve.clients import Producer, Subscriber
+from streamlift.serve.server import Server, ServerConfig
+from streamlift.lifter.model import load_lifter
 from streamlift.errors import UserError
-from streamlift.model import LifterConfig, NRSfMFormer, save_checkpoint
+from streamlift.lifter.model import LifterConfig, NRSfMFormer, save_checkpoint
 
 COMMANDS = ("serve", "send", "watch", "demo")
 
@@ -69,7 +69,7 @@ def test_weights_errors(weights, tmp_path):
         run(["serve", "--weights", str(tmp_path / "nope.pt")])
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="cannot load"):
+    with pytest.raises(UserError, match="not a readable lifter"):
         run(["serve", "--weights", str(junk)])
     with pytest.raises(UserError, match="--window 27 does not match .*9-frame"):
         run(["serve", "--weights", str(weights), "--window", "27"])
@@ -215,7 +215,7 @@ def test_demo_json(weights, tmp_path, capsys):
 
 
 def test_demo_plays_slower_on_cpu(weights, tmp_path):
-    from streamlift.engine.demo import CPU_FPS
+    from streamlift.serve.demo import CPU_FPS
 
     out = tmp_path / "demo.json"
     assert run(["demo", "--weights", str(weights), "--device", "cpu", "--streams", "1",
@@ -225,7 +225,7 @@ def test_demo_plays_slower_on_cpu(weights, tmp_path):
 
 
 def test_bench_runner_smoke(weights, tmp_path):
-    from streamlift.engine import bench
+    from benchmarks import serve as bench
 
     out = tmp_path / "bench.json"
     assert bench.main(["runner", "--weights", str(weights), "--device", "cpu", "--sizes", "1,3",

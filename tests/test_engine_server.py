@@ -13,12 +13,12 @@ import pytest
 import torch
 import zmq
 
-from streamlift.engine import protocol as P
-from streamlift.engine.clients import Producer, Subscriber
-from streamlift.engine.server import Server, ServerConfig
-from streamlift.model import LifterConfig, NRSfMFormer, metric_scale
+from streamlift.serve import protocol as P
+from streamlift.serve.clients import Producer, Subscriber
+from streamlift.serve.server import Server, ServerConfig
+from streamlift.lifter.model import LifterConfig, NRSfMFormer, metric_scale
 from streamlift.skeleton import to_h36m
-from streamlift.windows import lift_sequence
+from streamlift.lifter.infer import lift_sequence
 
 ANY = "tcp://127.0.0.1:*"
 HEIGHT = 1.7
@@ -374,9 +374,9 @@ def test_push_producers_and_stats_and_ping():
 
 def run_compute(model, items, **cfg):
     """Drive the compute loop synchronously on a list of queue items; return what it publishes."""
-    from streamlift.engine.ring import RingStore
-    from streamlift.engine.runner import Runner, skeleton_fn
-    from streamlift.engine.server import _STOP
+    from streamlift.serve.ring import RingStore
+    from streamlift.serve.runner import Runner, skeleton_fn
+    from streamlift.serve.server import _STOP
 
     server = Server(model, ServerConfig(height_m=HEIGHT, **cfg), "cpu", log=lambda line: None)
     server.runner = Runner(skeleton_fn(model, HEIGHT), model.cfg.window, 17, "cpu", "eager")

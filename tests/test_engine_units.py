@@ -9,10 +9,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamlift.engine import protocol as P
-from streamlift.engine.ring import RingStore
-from streamlift.engine.runner import Runner, bucket, skeleton_fn
-from streamlift.model import LifterConfig, NRSfMFormer
+from streamlift.serve import protocol as P
+from streamlift.serve.ring import RingStore
+from streamlift.serve.runner import Runner, bucket, skeleton_fn
+from streamlift.lifter.model import LifterConfig, NRSfMFormer
 from streamlift.skeleton import to_h36m
 from streamlift.windows import window_indices
 

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from streamlift.engine.clients import Producer
-from streamlift.engine.server import Server, ServerConfig
-from streamlift.model import load_lifter
+from streamlift.serve.clients import Producer
+from streamlift.serve.server import Server, ServerConfig
+from streamlift.lifter.model import load_lifter
 from streamlift.skeleton import H36M17
 
 from test_engine_cli import weights  # noqa: F401  (the tiny-lifter fixture)

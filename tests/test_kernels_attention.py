@@ -98,8 +98,8 @@ def test_stored_lse_is_the_log_sum_exp():
 def test_model_trains_through_the_fused_kernel(monkeypatch):
     """The lifter (spatial S=17, temporal S=9) gives the same output and parameter gradients
     through the Triton kernel as through SDPA."""
-    import streamlift.model as model
-    from streamlift.model import LifterConfig, NRSfMFormer
+    import streamlift.lifter.model as model
+    from streamlift.lifter.model import LifterConfig, NRSfMFormer
 
     torch.manual_seed(0)
     m = NRSfMFormer(LifterConfig(dim=32, depth=1, heads=2, window=9)).to(DEV)

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from streamlift import losses as L
-from streamlift.model import LifterOutput
+from streamlift.train import losses as L
+from streamlift.lifter.model import LifterOutput
 
 
 def make_output(B, D, R=None, x2d=None, conf=None):
@@ -92,7 +92,7 @@ def test_perspective_reprojection_is_exact_for_the_true_pose_and_weak_is_not():
     """A real body 3.5 m in front of a camera looking at its root: its normalised 2D is the
     perspective projection x = X_xy / (1 + k X_z), k = scale / focal, of the true pose in the
     model's units; the weak-perspective reprojection misses it by the perspective distortion."""
-    from streamlift.model import normalise_2d
+    from streamlift.lifter.model import normalise_2d
 
     f, Z0 = 1150.0, 3500.0
     P = symmetric_skeleton() * 250.0  # (17, 3) mm, root at 0, joints up to ~0.7 m deep

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from streamlift.model import (LifterConfig, NRSfMFormer, load_checkpoint, metric_scale,
-                              rotation_6d, save_checkpoint, skeleton_height)
-from streamlift.windows import lift_sequence, window_indices
+from streamlift.lifter.model import (LifterConfig, NRSfMFormer, load_checkpoint, metric_scale, save_checkpoint, skeleton_height)
+from streamlift.geometry import rotation_6d
+from streamlift.lifter.infer import lift_sequence
+from streamlift.windows import window_indices
 
 torch.set_num_threads(1)
 
@@ -100,7 +101,7 @@ def test_lift_sequence_scores_every_frame_with_padded_windows():
 def test_checkpoint_round_trip_is_weights_only(tmp_path):
     m = tiny(mode="centred")
     p = tmp_path / "m.pt"
-    save_checkpoint(p, m, note="test")
+    save_checkpoint(p, m, meta={"note": "test"})
     m2, meta = load_checkpoint(p)
     assert meta == {"note": "test"} and m2.cfg == m.cfg
     kp, conf = windows()

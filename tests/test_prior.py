@@ -11,11 +11,13 @@ import torch
 
 from streamlift.errors import UserError
 from streamlift.paths import ASSETS
-from streamlift.prior import (MotionPrior, PriorConfig, WindowSampler, alpha_bar_schedule,
-                              camera_rotation, crop_windows, denoise_error, depth_mirror,
-                              load_prior, normalise, prior_check_passes, prior_loss,
-                              random_views, save_prior, step_range)
-from streamlift.prior_cli import add_commands, format_check, run_check
+from streamlift.prior import MotionPrior, PriorConfig, alpha_bar_schedule, load_prior, save_prior
+from streamlift.prior.data import WindowSampler, normalise, random_views
+from streamlift.geometry import camera_rotation
+from streamlift.prior.loss import crop_windows, prior_loss, step_range
+from streamlift.prior.check import denoise_error, depth_mirror, prior_check_passes
+from streamlift.cli.prior import add_commands
+from streamlift.prior.check import format_check, run_check
 
 SHIPPED = ASSETS / "prior.pt"
 TINY = dict(window=4, width=32, blocks=1, time_dim=16, diffusion_steps=100)

@@ -14,11 +14,12 @@ import torch
 from streamlift.cli import build_parser, main
 from streamlift.data import load_mocap, load_views, make_views, save_views
 from streamlift.data.views import View
-from streamlift.engine.server import Server, ServerConfig
+from streamlift.serve.server import Server, ServerConfig
 from streamlift.errors import UserError
-from streamlift.model import load_lifter
+from streamlift.lifter.model import load_lifter
 from streamlift.paths import SAMPLE_MOCAP
-from streamlift import render as R
+from streamlift.viz import draw as R
+from streamlift.viz.live import LiveRender
 
 from test_engine_cli import weights  # noqa: F401  (the tiny-lifter fixture)
 
@@ -99,7 +100,7 @@ def test_view_without_ground_truth_or_camera(tiny_views, tmp_path, capsys):
     out = tmp_path / "bare.png"
     assert main(["render", "--views", str(tiny_views), "--view", "bare", "--out", str(out),
                  "--size", "200", "--weights", str(tiny_views.parent / "none.pt")]) == 2
-    assert "weights file not found" in capsys.readouterr().err
+    assert "lifter checkpoint not found" in capsys.readouterr().err
     assert main(["render", "--views", str(tiny_views), "--view", "bare", "--out", str(out),
                  "--size", "200"]) == 0
     assert "N-MPJPE" not in capsys.readouterr().out  # nothing to compare with
@@ -175,7 +176,7 @@ def test_watch_render_records_a_live_stream(weights, tiny_views, tmp_path, capsy
 
 
 def test_live_render_follows_the_first_stream_heard(tmp_path):
-    live = R.LiveRender(tmp_path / "x.mp4", size=96)
+    live = LiveRender(tmp_path / "x.mp4", size=96)
     j = np.random.default_rng(0).normal(0, 0.3, (17, 3)).astype(np.float32)
     for k in range(5):
         for s in ("a", "b"):

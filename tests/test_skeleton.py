@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from streamlift.skeleton import COCO17, H36M17, SYMMETRIC_BONES, bone_lengths, coco_to_h36m, to_h36m
+from streamlift.skeleton import (COCO17, H36M17, SYMMETRIC_BONES, bone_lengths, coco_to_h36m, to_h36m)
 
 
 @pytest.mark.parametrize("layout", [H36M17, COCO17])

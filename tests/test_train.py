@@ -8,10 +8,10 @@ import torch
 
 from streamlift.cli import main
 from streamlift.data import load_mocap, make_views, save_views
-from streamlift.evaluate import action_group
-from streamlift.model import load_checkpoint
+from streamlift.eval.evaluate import action_group
+from streamlift.lifter.model import load_checkpoint
 from streamlift.paths import SAMPLE_MOCAP
-from streamlift.train import WindowSampler, flip_2d
+from streamlift.train.sampler import WindowSampler, flip_2d
 
 torch.set_num_threads(1)
 TINY = ["--dim", "32", "--depth", "1", "--heads", "2", "--window", "9"]
@@ -126,7 +126,7 @@ def test_init_fine_tunes_from_weights_with_new_settings(sample_views, tmp_path):
     ck = torch.load(tuned, weights_only=True)
     assert ck["meta"]["init"] == str(base) and ck["train"]["config"]["prior_t_range"] == [0.1, 0.7]
     # decomposition: angles and ratios in range, no 3D needed
-    from streamlift.evaluate import decomposition
+    from streamlift.eval.diagnose import decomposition
     model, _ = load_checkpoint(tuned)
     d = decomposition(model, views, windows=64)
     assert 0 <= d["residual_rotation_deg"] <= 180 and d["deformation_ratio"] >= 0

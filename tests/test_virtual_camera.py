@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from streamlift.data import load_mocap, make_views
-from streamlift.evaluate import evaluate
-from streamlift.model import LifterConfig, NRSfMFormer, load_lifter
+from streamlift.eval.evaluate import evaluate
+from streamlift.lifter.model import LifterConfig, NRSfMFormer, load_lifter
 from streamlift.paths import SAMPLE_MOCAP
-from streamlift.train import WindowSampler, validate
-from streamlift.virtual_camera import (check_intrinsics, from_virtual, ray_rotations, root_pixels,
-                                       to_virtual)
-from streamlift.windows import lift_sequence
+from streamlift.train.sampler import WindowSampler
+from streamlift.train.lifter import validate
+from streamlift.virtual_camera import check_intrinsics, from_virtual, root_pixels, to_virtual
+from streamlift.geometry import ray_rotations
+from streamlift.lifter.infer import lift_sequence
 
 torch.set_num_threads(1)
 K = np.array([[1150.0, 0, 480], [0, 1120.0, 530], [0, 0, 1]])

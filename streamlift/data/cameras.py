@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamlift.geometry import look_at
+
 IMAGE_SIZE = (1000, 1000)  # (width, height) px
 FOCAL_PX = 1150.0
 DISTANCE_M = (3.0, 6.0)
@@ -42,17 +44,6 @@ def project(X_cam: np.ndarray, K: np.ndarray) -> np.ndarray:
         raise ValueError("a point lies behind the camera (z <= 0); it cannot be projected")
     xy = X_cam[..., :2] / z
     return (xy * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]).astype(np.float32)
-
-
-def look_at(eye: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(R, t) of a camera at `eye` looking at `target`, image 'up' towards world +z."""
-    fwd = target - eye
-    fwd = fwd / np.linalg.norm(fwd)
-    right = np.cross(fwd, [0.0, 0.0, 1.0])
-    right = right / np.linalg.norm(right)
-    down = np.cross(fwd, right)
-    R = np.stack([right, down, fwd])
-    return R, -R @ eye
 
 
 def seeded_rng(seed: int, name: str) -> np.random.Generator:

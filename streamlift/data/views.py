@@ -21,7 +21,7 @@ import numpy as np
 from streamlift.data.cameras import IMAGE_SIZE, detector_noise, project, studio_rig, seeded_rng
 from streamlift.data.mocap import Mocap, resample
 from streamlift.errors import UserError
-from streamlift.progress import Progress
+from streamlift.progress import bar as progress_bar
 from streamlift.skeleton import H36M17
 
 FIELDS = ("kp2d", "kp3d", "fps", "image_size", "intrinsics", "extrinsics")
@@ -143,7 +143,7 @@ def make_views(mocap: Mocap, n_cameras: int = 4, seed: int = 0, noise_px: float 
         raise UserError(f"--fps must be positive, got {fps}")
     dst_fps = fps or mocap.fps
     views: dict[str, View] = {}
-    with Progress(len(mocap.sequences), "views", "seq", enabled=progress) as bar:
+    with progress_bar(len(mocap.sequences), "views", "seq", progress) as bar:
         for name, seq in mocap.sequences.items():
             motion = resample(seq, mocap.fps, dst_fps)
             for k, cam in enumerate(studio_rig(motion, n_cameras, seed, name, image_size)):

@@ -16,10 +16,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from streamlift.model import NRSfMFormer, metric_scale
+from streamlift.lifter.model import NRSfMFormer, metric_scale
+from streamlift.serve.config import DEFAULT_LADDER
 from streamlift.windows import CPU_BATCH
 
-DEFAULT_LADDER = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 EAGER_CHUNK = CPU_BATCH  # windows per eager call: per-window cost on CPU rises with batch
 
 

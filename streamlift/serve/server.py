@@ -16,96 +16,24 @@ import queue
 import sys
 import threading
 import time
-from collections import Counter, deque
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import zmq
 
-from streamlift.engine import protocol as P
-from streamlift.engine.ring import RingStore, StreamState
-from streamlift.engine.runner import DEFAULT_LADDER, Runner, skeleton_fn
+from streamlift.serve import protocol as P
+from streamlift.serve.ring import RingStore, StreamState
+from streamlift.serve.config import ServerConfig
+from streamlift.serve.runner import Runner, skeleton_fn
 from streamlift.errors import UserError
-from streamlift.model import NRSfMFormer
+from streamlift.lifter.model import NRSfMFormer
+from streamlift.serve.stats import Stats
 from streamlift.virtual_camera import from_virtual
+from streamlift.windows import lookahead, target_index
 
 _STOP = ("stop",)
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
-
-
-@dataclass
-class ServerConfig:
-    input: str = "tcp://127.0.0.1:5555"  # ROUTER, for DEALER producers (errors answered)
-    output: str = "tcp://127.0.0.1:5556"  # PUB, one topic per stream
-    pull: str | None = None  # optional PULL, for PUSH producers (errors only counted)
-    height_m: float = 1.70
-    max_streams: int = 256
-    idle_timeout_s: float = 10.0
-    max_message_bytes: int = P.MAX_MESSAGE_BYTES
-    pub_hwm: int = 1000  # messages queued per subscriber before PUB drops
-    queue_limit: int = 8192  # frames waiting for the compute loop before `overloaded`
-    backlog: int = 128  # frames per stream the compute loop may fall behind before skipping
-    threads: int | None = None  # torch threads in the compute loop (None: torch's default)
-    backend: str | None = None  # 'graphs' | 'eager' | 'standin'; None: graphs on CUDA
-    sizes: tuple[int, ...] = DEFAULT_LADDER
-
-
-def _percentiles(xs, qs=(20, 50, 80, 99)) -> dict:
-    if not xs:
-        return {**{f"p{q}": None for q in qs}, "max": None}
-    a = np.asarray(xs, dtype=np.float64)
-    return {**{f"p{q}": round(float(np.percentile(a, q)), 3) for q in qs},
-            "max": round(float(a.max()), 3)}
-
-
-class Stats:
-    """Counters shared by the three threads (one lock; increments are rare next to compute)."""
-
-    def __init__(self, window: int = 20000):
-        self.lock = threading.Lock()
-        self.start = time.time()
-        self.frames_in = self.frames_out = self.dropped = self.evicted = 0
-        self.errors: Counter = Counter()
-        self.batches: Counter = Counter()  # windows per tick -> ticks
-        self.latency = deque(maxlen=window)  # capture -> publish, ms
-        self.server_ms = deque(maxlen=window)  # receive -> publish, ms
-        self.compute_ms = deque(maxlen=window)  # per tick
-        self.active = 0
-
-    def snapshot(self) -> dict:
-        with self.lock:
-            n = sum(self.batches.values())
-            return {
-                "uptime_s": round(time.time() - self.start, 3),
-                "streams_active": self.active,
-                "frames_in": self.frames_in,
-                "frames_out": self.frames_out,
-                "frames_dropped": self.dropped,
-                "streams_evicted": self.evicted,
-                "errors": dict(self.errors),
-                "ticks": n,
-                "batch_mean": round(sum(k * v for k, v in self.batches.items()) / n, 3) if n else 0,
-                "batch_max": max(self.batches) if n else 0,
-                "batch_sizes": {str(k): v for k, v in sorted(self.batches.items())},
-                "latency_ms": _percentiles(self.latency),
-                "server_ms": _percentiles(self.server_ms),
-                "compute_ms": _percentiles(self.compute_ms),
-            }
-
-
-def format_stats(s: dict, rate: float | None = None) -> str:
-    errs = sum(s["errors"].values())
-    detail = ", ".join(f"{k} {v}" for k, v in sorted(s["errors"].items()))
-    lat, srv = s["latency_ms"], s["server_ms"]
-    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
-    return (f"streams {s['streams_active']} | in {s['frames_in']:,} out {s['frames_out']:,}"
-            + (f" ({rate:,.0f}/s)" if rate is not None else "")
-            + f" | dropped {s['frames_dropped']:,} | errors {errs:,}"
-            + (f" ({detail})" if detail else "")
-            + f" | batch mean {s['batch_mean']:.1f} max {s['batch_max']}"
-            + f" | latency p50 {fmt(lat['p50'])} p99 {fmt(lat['p99'])} ms"
-            + f" (server p50 {fmt(srv['p50'])} p99 {fmt(srv['p99'])} ms)")
 
 
 def _is_local(endpoint: str) -> bool:
@@ -134,8 +62,8 @@ class Server:
         self.model, self.cfg = model, cfg or ServerConfig()
         self.device = torch.device(device)
         self.window, self.mode = model.cfg.window, model.cfg.mode
-        self.back = self.window - 1 if self.mode == "causal" else self.window // 2
-        self.lookahead = 0 if self.mode == "causal" else self.window - 1 - self.window // 2
+        self.back = target_index(self.window, self.mode)  # frames before the target
+        self.lookahead = lookahead(self.window, self.mode)  # frames after it
         self.log = log if log is not None else (lambda line: print(line, file=sys.stderr))
         self.stats = Stats()
         self.ctx = zmq.Context()

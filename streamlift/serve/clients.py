@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from streamlift.engine import protocol as P
+from streamlift.serve import protocol as P
 from streamlift.errors import UserError
-from streamlift.progress import Progress
+from streamlift.progress import bar as progress_bar
 
 
 class Producer:
@@ -143,7 +143,7 @@ def replay(producer: Producer, sequences: dict[str, np.ndarray], fps: float,
     res = ReplayResult(per_stream={s: 0 for s in sequences})
     sent0, dropped0 = producer.sent, producer.dropped
     t0 = time.time()
-    with Progress(sum(lengths.values()) * loops, "send", "frames", enabled=progress) as bar:
+    with progress_bar(sum(lengths.values()) * loops, "send", "frames", progress) as bar:
         for k in range(ticks):
             if stop is not None and stop.is_set():
                 break
@@ -165,8 +165,9 @@ def replay(producer: Producer, sequences: dict[str, np.ndarray], fps: float,
                     res.per_stream[s] += 1
             if k % 16 == 0:
                 producer.poll_errors()
-            bar.update(n_tick, postfix=f"{len(producer.errors)} errors"
-                       if producer.errors else None)
+            if producer.errors:
+                bar.set_postfix_str(f"{len(producer.errors)} errors", refresh=False)
+            bar.update(n_tick)
     if end:
         for s in sequences:
             producer.end(s)

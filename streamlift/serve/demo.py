@@ -14,29 +14,15 @@ import time
 import numpy as np
 import torch
 
-from streamlift.engine.clients import Producer, Subscriber, replay
-from streamlift.engine.server import Server, ServerConfig
-from streamlift.model import NRSfMFormer
+from streamlift.data.sample import sample_streams
+from streamlift.serve.clients import Producer, Subscriber, replay
+from streamlift.serve.server import Server, ServerConfig
+from streamlift.lifter.model import NRSfMFormer
 
 # The sample's 50 fps x 5 streams is 250 windows/s, more than a 2-core CPU lifts in real time
 # (BENCHMARKS.md: at 120/s ticks already run back to back); past that, frames queue and the
 # latency grows for as long as the demo runs.
 CPU_FPS = 15.0
-
-
-def sample_streams(n_streams: int, noise_px: float = 0.0, seed: int = 0):
-    """The shipped sample as n live streams: {id: kp2d (N, 17, 2)}, {id: kp3d (N, 17, 3) mm},
-    the frame rate and {id: intrinsics (3, 3)} of each stream's camera."""
-    from streamlift.data import load_mocap, make_views
-    from streamlift.paths import SAMPLE_MOCAP
-
-    mocap = load_mocap(SAMPLE_MOCAP)
-    cams = -(-n_streams // len(mocap.sequences))  # ceil
-    views = make_views(mocap, cams, seed, noise_px, 0.0, progress=False)
-    # cam0 of every sequence first, then cam1, ... so that few streams still cover all motions
-    order = sorted(views, key=lambda v: (int(v.rsplit(".cam", 1)[1]), v))[:n_streams]
-    return ({v: views[v].kp2d for v in order}, {v: views[v].kp3d for v in order},
-            float(next(iter(views.values())).fps), {v: views[v].intrinsics for v in order})
 
 
 def run_demo(model: NRSfMFormer, device: torch.device, streams: int = 5, fps: float | None = None,

@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from streamlift.argtypes import HelpFormatter, non_negative, positive_float, positive_int
+from streamlift.cli.common import HelpFormatter, non_negative, positive_float, positive_int
 from streamlift.errors import UserError
 
 INPUT = "tcp://127.0.0.1:5555"
@@ -211,11 +211,12 @@ def _install_signals(handler) -> dict:
 
 def _cmd_serve(a: argparse.Namespace) -> int:
     from streamlift.device import pick_device as resolve_device
-    from streamlift.model import load_lifter
-    from streamlift.engine.server import Server, ServerConfig, format_stats
+    from streamlift.cli.common import load_model
+    from streamlift.serve.server import Server, ServerConfig
+    from streamlift.serve.stats import format_stats
 
     device = resolve_device(a.device)
-    model, path = load_lifter(a.weights, device, a.window, a.mode)
+    model, path = load_model(a.weights, device, a.window, a.mode)
     cfg = ServerConfig(input=a.input, output=a.output, pull=a.pull, height_m=a.height_m,
                        max_streams=a.max_streams, idle_timeout_s=a.idle_timeout,
                        max_message_bytes=a.max_message_bytes, pub_hwm=a.pub_hwm,
@@ -253,8 +254,8 @@ def _cmd_serve(a: argparse.Namespace) -> int:
 def _cmd_send(a: argparse.Namespace) -> int:
     import numpy as np
 
-    from streamlift.engine.clients import Producer, replay
-    from streamlift.engine.protocol import STREAM_ID_RE
+    from streamlift.serve.clients import Producer, replay
+    from streamlift.serve.protocol import STREAM_ID_RE
 
     if a.views is not None:
         from streamlift.data import load_views
@@ -265,7 +266,7 @@ def _cmd_send(a: argparse.Namespace) -> int:
         if fps is None:
             raise UserError(f"{a.views} has no frame rate; pass --fps")
     else:
-        from streamlift.engine.demo import sample_streams
+        from streamlift.data.sample import sample_streams
         # one camera per clip by default; more streams get more cameras of the same rig
         seqs, _, sample_fps, cams = sample_streams(20 if a.view else a.streams or 5)
         if a.view:
@@ -314,9 +315,9 @@ def _cmd_send(a: argparse.Namespace) -> int:
 
 
 def _cmd_watch(a: argparse.Namespace) -> int:
-    from streamlift.engine.clients import Recorder, Subscriber
+    from streamlift.serve.clients import Recorder, Subscriber
 
-    from streamlift.engine.protocol import STREAM_ID_RE
+    from streamlift.serve.protocol import STREAM_ID_RE
 
     for sid in a.stream or ():
         if not STREAM_ID_RE.match(sid):
@@ -324,7 +325,7 @@ def _cmd_watch(a: argparse.Namespace) -> int:
                             f"A-Z a-z 0-9 _ . : -)")
     live = None
     if a.render is not None or a.show:
-        from streamlift.render import LiveRender
+        from streamlift.viz.live import LiveRender
         if a.render_size < 64:
             raise UserError(f"--render-size {a.render_size} is too small to draw on; use at "
                             f"least 64")
@@ -391,11 +392,11 @@ def _cmd_watch(a: argparse.Namespace) -> int:
 
 def _cmd_demo(a: argparse.Namespace) -> int:
     from streamlift.device import pick_device as resolve_device
-    from streamlift.engine.demo import run_demo
-    from streamlift.model import load_lifter
+    from streamlift.serve.demo import run_demo
+    from streamlift.cli.common import load_model
 
     device = resolve_device(a.device)
-    model, _ = load_lifter(a.weights, device)
+    model, _ = load_model(a.weights, device)
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     r = run_demo(model, device, a.streams, a.fps, a.frames, a.noise_px, a.height_m, a.threads,
                  progress=not a.quiet, log=log, intrinsics=not a.no_intrinsics)

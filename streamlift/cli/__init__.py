@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from streamlift import __version__
-from streamlift.argtypes import HelpFormatter, non_negative, positive_float, positive_int, probability
+from streamlift.cli.common import (HelpFormatter, non_negative, positive_float, positive_int, probability)
 from streamlift.errors import UserError
 from streamlift.paths import SAMPLE_MOCAP
 
@@ -138,8 +138,9 @@ def _cmd_data_import_h36m(a: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------- train / eval
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from streamlift.model import LifterConfig, MODES
-    from streamlift.train import DEFAULT_WEIGHTS, TrainConfig
+    from streamlift.lifter.model import LifterConfig
+    from streamlift.windows import MODES
+    from streamlift.train.lifter import DEFAULT_WEIGHTS, TrainConfig
 
     mc, tc = LifterConfig(), TrainConfig()
     t = sub.add_parser(
@@ -229,8 +230,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _configs(a: argparse.Namespace):
     import json
 
-    from streamlift.model import LifterConfig
-    from streamlift.train import DEFAULT_WEIGHTS, TrainConfig
+    from streamlift.lifter.model import LifterConfig
+    from streamlift.train.lifter import DEFAULT_WEIGHTS, TrainConfig
 
     model_kw, train_kw = {}, {}
     if a.config is not None:
@@ -293,13 +294,14 @@ def _set_threads(n: int | None) -> None:
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
-    from streamlift.train import train
+    from streamlift.device import pick_device
+    from streamlift.train.lifter import train
 
     model_cfg, train_cfg = _configs(a)
     _set_threads(a.threads)
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    last = train([str(p) for p in a.data], str(a.val) if a.val else None, str(a.out), model_cfg, train_cfg,
-                 a.device, a.resume, progress=not a.quiet,
+    last = train([str(p) for p in a.data], str(a.val) if a.val else None, str(a.out), model_cfg,
+                 train_cfg, pick_device(a.device), a.resume, progress=not a.quiet,
                  init=str(a.init) if a.init else None)
     print(f"saved {a.out} after epoch {last.get('epoch')}")
     return 0
@@ -309,13 +311,13 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     import json
 
     from streamlift.data import load_views
-    from streamlift.evaluate import evaluate, format_table
+    from streamlift.eval.evaluate import evaluate, format_table
     from streamlift.device import pick_device
-    from streamlift.model import load_lifter
+    from streamlift.cli.common import load_model
 
     _set_threads(a.threads)
     dev = pick_device(a.device)
-    model, weights = load_lifter(a.weights, dev, mode=a.mode)
+    model, weights = load_model(a.weights, dev, mode=a.mode)
     views = load_views(a.data)
     res = evaluate(model, views, dev, a.batch, progress=not a.quiet,
                    intrinsics=not a.no_intrinsics)
@@ -340,11 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
     _add_data(sub)
     _add_train(sub)
-    from streamlift.engine.cli import add_commands as add_engine_commands
+    from streamlift.cli.serve import add_commands as add_engine_commands
     add_engine_commands(sub)
-    from streamlift.prior_cli import add_commands as add_prior_commands
+    from streamlift.cli.prior import add_commands as add_prior_commands
     add_prior_commands(sub)
-    from streamlift.render import add_command as add_render_command
+    from streamlift.cli.render import add_command as add_render_command
     add_render_command(sub)
     return p
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from streamlift.errors import UserError
+
 
 def positive_int(s: str) -> int:
     v = int(s)
@@ -44,3 +46,21 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
                 or action.default == argparse.SUPPRESS or not action.option_strings):
             return text
         return super()._get_help_string(action)
+
+
+def load_model(weights, device, window: int | None = None, mode: str | None = None):
+    """The lifter for a command: `streamlift.lifter.load_lifter`, and --window/--mode, when
+    given, checked against the checkpoint."""
+    from streamlift.lifter.model import load_lifter
+
+    try:
+        model, path = load_lifter(weights, device)
+    except UserError as e:
+        raise UserError(f"{e}; pass --weights W.pt" if weights is None else str(e)) from None
+    given = (("--window", window, model.cfg.window, f"{model.cfg.window}-frame windows"),
+             ("--mode", mode, model.cfg.mode, f"{model.cfg.mode} windows"))
+    for flag, want, have, what in given:
+        if want is not None and want != have:
+            raise UserError(f"{flag} {want} does not match {path.name}, which was trained for "
+                            f"{what} (leave {flag} out to use it)")
+    return model, path

@@ -3,10 +3,10 @@
 Every stream owns a slot; a slot holds the stream's last `capacity` frames (keypoints,
 confidences, seq, timestamps, and the rotation from the frame's virtual camera back to the real
 one: the identity unless the stream sent intrinsics), indexed by the frame's absolute position
-in the stream modulo `capacity`. A window is gathered for many streams at once with one fancy index, and is
-padded exactly like `streamlift.windows.window_indices`: positions before the stream's first
-frame repeat the first frame, positions after its last frame (only once the stream has ended)
-repeat the last frame.
+in the stream modulo `capacity`. A window is gathered for many streams at once with one fancy
+index, by the window rule of `streamlift.windows`: positions before the stream's first frame
+repeat the first frame, positions after its last frame (only once the stream has ended) repeat
+the last frame.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 
 from streamlift.skeleton import H36M17
 from streamlift.virtual_camera import to_virtual
+from streamlift.windows import window_offsets
 
 _EYE = np.eye(3, dtype=np.float32)
 
@@ -99,8 +100,7 @@ class RingStore:
         index a window needs must still be in the ring (the caller keeps targets recent).
         """
         self.prepare()
-        start = targets - (window - 1) if mode == "causal" else targets - window // 2
-        idx = start[:, None] + np.arange(window)[None, :]  # (B, T)
+        idx = targets[:, None] + window_offsets(window, mode)[None, :]  # (B, T)
         idx = np.clip(idx, 0, (n - 1)[:, None]) % self.capacity
         s = slots[:, None]
         return self.kp[s, idx], self.conf[s, idx]  # (B, T, J, 2), (B, T, J)

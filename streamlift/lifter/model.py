@@ -2,8 +2,8 @@
 
 For a window of T frames it predicts one reference skeleton B (J, 3), a deformation D[t]
 (T, J, 3) and a rotation R[t] (T, 3, 3), and the camera-frame pose X[t] = R[t] (B + D[t])
-(see ../shared/DESIGN.md section 1). Pre- and post-processing live here too, so callers pass
-pixels with confidences and get 3D back:
+(non-rigid structure from motion: a rigid rotation of one deforming shape). Pre- and
+post-processing live here too, so callers pass pixels with confidences and get 3D back:
 
 - input: root-relative 2D (pelvis subtracted per frame), divided by one scale per window (the
   confidence-weighted RMS distance to the root), so the model sees scale-free input;
@@ -18,12 +18,15 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from streamlift import checkpoint
+from streamlift.errors import UserError
+from streamlift.geometry import rotation_6d
 from streamlift.kernels import attention
 from streamlift.skeleton import H36M17, ROOT
+from streamlift.windows import check_mode, target_index
 
-MODES = ("causal", "centred")
+FORMAT = "streamlift-lifter-v1"
 
 
 @dataclass
@@ -38,8 +41,7 @@ class LifterConfig:
     mode: str = "causal"  # which frame of the window an estimate is for: the last, or the middle
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        check_mode(self.mode)
         if self.dim % self.heads:
             raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
         if self.window < 1:
@@ -70,19 +72,10 @@ def normalise_2d(kp2d: torch.Tensor, conf: torch.Tensor, eps: float = 1e-6):
     return x / scale[:, None, None, None], scale
 
 
-def rotation_6d(a: torch.Tensor) -> torch.Tensor:
-    """(..., 6) -> (..., 3, 3) rotation by Gram-Schmidt on two 3-vectors (Zhou et al. 2019)."""
-    a1, a2 = a[..., :3], a[..., 3:]
-    b1 = F.normalize(a1, dim=-1)
-    b2 = F.normalize(a2 - (b1 * a2).sum(-1, keepdim=True) * b1, dim=-1)
-    b3 = torch.cross(b1, b2, dim=-1)
-    return torch.stack([b1, b2, b3], dim=-1)  # columns b1, b2, b3
-
-
 class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int, causal: bool = False):
+    def __init__(self, dim: int, heads: int):
         super().__init__()
-        self.heads, self.causal = heads, causal
+        self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
@@ -91,7 +84,7 @@ class Attention(nn.Module):
         qkv = self.qkv(x).view(N, S, 3, self.heads, C // self.heads)  # (N, S, 3, H, Dh)
         # head split read through strides: (N, H, S, Dh) views, no copies
         q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))
-        o = attention(q, k, v, causal=self.causal)  # (N, H, S, Dh)
+        o = attention(q, k, v)  # (N, H, S, Dh)
         return self.proj(o.transpose(1, 2).reshape(N, S, C))
 
 
@@ -145,7 +138,7 @@ class NRSfMFormer(nn.Module):
     @property
     def target_index(self) -> int:
         """Index in the window of the frame an estimate is for (causal: last; centred: middle)."""
-        return self.cfg.window - 1 if self.cfg.mode == "causal" else self.cfg.window // 2
+        return target_index(self.cfg.window, self.cfg.mode)
 
     def forward(self, kp2d: torch.Tensor, conf: torch.Tensor | None = None) -> LifterOutput:
         """kp2d (B, T, J, 2) pixels, conf (B, T, J) in [0, 1] (1 if None) -> LifterOutput."""
@@ -197,45 +190,32 @@ def metric_scale(X: torch.Tensor, height_mm: float) -> torch.Tensor:
     return X * (height_mm / h)[..., None, None]
 
 
-def save_checkpoint(path, model: NRSfMFormer, **meta) -> None:
-    """Weights + config + provenance, loadable with torch.load(weights_only=True)."""
-    torch.save({"format": "streamlift-lifter-v1", "config": model.cfg.to_dict(),
-                "state_dict": model.state_dict(), "meta": meta}, path)
+def save_checkpoint(path, model: NRSfMFormer, meta: dict | None = None,
+                    train: dict | None = None) -> None:
+    """Weights + config + provenance (`meta`), and a training run's state when `train` is given;
+    written atomically, loadable with torch.load(weights_only=True)."""
+    ck = {"format": FORMAT, "config": model.cfg.to_dict(), "state_dict": model.state_dict(),
+          "meta": meta or {}}
+    if train is not None:
+        ck["train"] = train
+    checkpoint.write(ck, path)
 
 
 def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[NRSfMFormer, dict]:
-    """Load a lifter checkpoint safely (no unpickling of arbitrary objects)."""
-    ck = torch.load(path, map_location=device, weights_only=True)
-    if not isinstance(ck, dict) or ck.get("format") != "streamlift-lifter-v1":
-        raise ValueError(f"{path} is not a streamlift lifter checkpoint")
+    """A lifter and its provenance from a checkpoint (weights_only: nothing is unpickled);
+    UserError when the file is missing or is not a lifter checkpoint."""
+    ck = checkpoint.read(path, FORMAT, "lifter", device)
     model = NRSfMFormer(LifterConfig(**ck["config"])).to(device)
     model.load_state_dict(ck["state_dict"])
     model.eval()
     return model, ck.get("meta", {})
 
 
-def load_lifter(weights: Path | None, device: torch.device, window: int | None = None,
-               mode: str | None = None) -> tuple[NRSfMFormer, Path]:
-    """Load a lifter for the CLI: the shipped one when `weights` is None; errors as UserError;
-    --window/--mode, when given, must match the checkpoint."""
-    from streamlift.errors import UserError
+def load_lifter(weights: Path | None, device: torch.device) -> tuple[NRSfMFormer, Path]:
+    """The lifter at `weights`, or the shipped one when it is None; and its path."""
     from streamlift.paths import DEFAULT_WEIGHTS
 
     path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
-    if not path.is_file():
-        if weights is None:
-            raise UserError(f"no trained lifter at {path} (the default weights are not "
-                            f"installed); pass --weights W.pt")
-        raise UserError(f"weights file not found: {path}")
-    try:
-        model, _meta = load_checkpoint(path, device)
-    except Exception as e:  # not a checkpoint, corrupt file, or an unsafe pickle refused
-        raise UserError(f"{path}: cannot load lifter checkpoint ({str(e).splitlines()[0]})") \
-            from None
-    if window is not None and window != model.cfg.window:
-        raise UserError(f"--window {window} does not match {path.name}, which was trained for "
-                        f"{model.cfg.window}-frame windows (leave --window out to use it)")
-    if mode is not None and mode != model.cfg.mode:
-        raise UserError(f"--mode {mode} does not match {path.name}, which was trained for "
-                        f"{model.cfg.mode} windows (leave --mode out to use it)")
-    return model, path
+    if weights is None and not path.is_file():
+        raise UserError(f"no trained lifter at {path} (the shipped weights are not installed)")
+    return load_checkpoint(path, device)[0], path

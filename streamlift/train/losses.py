@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from streamlift.model import LifterOutput
-from streamlift.skeleton import (BONE_PROPORTION_LOG_TOL, BONE_PROPORTIONS, H36M17,
-                                 SYMMETRIC_BONES)
+from streamlift.lifter.model import LifterOutput
+from streamlift.skeleton import BONE_PROPORTION_LOG_TOL, BONE_PROPORTIONS, H36M17, SYMMETRIC_BONES
 
 _PARENT, _CHILD = (torch.tensor(a) for a in zip(*H36M17.bones))
 # positions in H36M17.bones of each symmetric (left child, right child) pair

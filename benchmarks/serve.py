@@ -1,4 +1,4 @@
-"""Engine benchmarks, machine-readable: `python -m streamlift.engine.bench serve|runner ...`.
+"""Engine benchmarks, machine-readable: `python -m benchmarks.serve serve|runner ...`.
 
 - `serve`: a server in this process, P `streamlift send` processes streaming N streams of the
   shipped sample at F fps for K frames; reports the server's own counters (frames in/out,
@@ -23,13 +23,14 @@ import numpy as np
 import torch
 
 from streamlift import __version__
-from streamlift.argtypes import HelpFormatter, positive_float, positive_int
-from streamlift.engine.cli import _ladder
-from streamlift.engine.clients import Producer
+from streamlift.cli.common import HelpFormatter, positive_float, positive_int
+from streamlift.cli.serve import _ladder
+from streamlift.serve.clients import Producer
 from streamlift.device import pick_device as resolve_device
-from streamlift.model import load_lifter
-from streamlift.engine.runner import Runner, skeleton_fn
-from streamlift.engine.server import Server, ServerConfig, format_stats
+from streamlift.lifter.model import load_lifter
+from streamlift.serve.runner import Runner, skeleton_fn
+from streamlift.serve.server import Server, ServerConfig
+from streamlift.serve.stats import format_stats
 from streamlift.errors import UserError
 
 
@@ -142,7 +143,7 @@ def bench_serve(a, log=None) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m streamlift.engine.bench",
+    p = argparse.ArgumentParser(prog="python -m benchmarks.serve",
                                 description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     for name in ("serve", "runner"):

@@ -1,0 +1,39 @@
+"""Offline lifting of whole sequences, each frame the target of its own window, padded as a
+stream's ring buffer pads (`streamlift.windows`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from streamlift.virtual_camera import from_virtual, to_virtual
+from streamlift.windows import default_batch, window_indices
+
+
+@torch.no_grad()
+def lift_sequence(model, kp2d: np.ndarray, batch: int | None = None, device="cpu",
+                  frames=None, K=None) -> np.ndarray:
+    """Lift frames of one sequence: kp2d (N, J, 2|3) px -> (F, J, 3) normalised 3D, for every
+    frame (F = N) or only the given `frames` indices.
+
+    Each frame is the target frame of its own window (the model's window length and mode).
+    With the camera's intrinsics K (3, 3), every frame is lifted through a virtual camera that
+    looks at the root (`streamlift.virtual_camera`) and the poses come back in the real camera
+    frame.
+    """
+    kp2d = np.asarray(kp2d, dtype=np.float32)
+    R = None
+    if K is not None:
+        kp2d, R = to_virtual(kp2d, K)
+    xy = torch.from_numpy(kp2d[..., :2]).to(device)
+    conf = (torch.from_numpy(kp2d[..., 2]) if kp2d.shape[-1] == 3
+            else torch.ones(kp2d.shape[:2])).to(device)
+    idx = torch.from_numpy(window_indices(len(kp2d), model.cfg.window, model.cfg.mode,
+                                          frames)).to(device)
+    out = []
+    for w in idx.split(batch or default_batch(device)):  # w: (b, T)
+        out.append(model.lift(xy[w], conf[w]).float().cpu())  # xy[w]: (b, T, J, 2)
+    X = torch.cat(out).numpy()  # (F, J, 3)
+    if R is not None:
+        X = from_virtual(X, R if frames is None else R[np.asarray(frames)])
+    return X

@@ -1,0 +1,236 @@
+"""Unsupervised training of the NRSfMFormer from 2D views alone.
+
+3D ground truth in the views files is never read here except to *report* validation error.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from streamlift import checkpoint
+from streamlift.data.views import load_views
+from streamlift.errors import UserError
+from streamlift.lifter.model import FORMAT, LifterConfig, NRSfMFormer, save_checkpoint
+from streamlift.metrics import n_mpjpe, pa_mpjpe
+from streamlift.progress import bar as progress_bar
+from streamlift.train import losses as L
+from streamlift.train.loop import Optimiser
+from streamlift.train.sampler import WindowSampler, draw_batch
+from streamlift.virtual_camera import from_virtual
+from streamlift.windows import default_batch
+
+DEFAULT_WEIGHTS = {
+    "reprojection": 1.0,
+    "canonicalisation": 1.0,
+    "smoothness": 1.0,
+    "bone_constancy": 0.5,
+    "bone_symmetry": 0.5,
+    "bone_proportions": 1.0,
+    "depth_extent": 0.05,
+    "deformation": 0.01,
+}
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    epoch_windows: int = 32768  # windows drawn per epoch (targets drawn uniformly over frames)
+    batch: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    seed: int = 0
+    flip_prob: float = 0.5  # mirror the 2D (x -> -x, left <-> right): still a valid 2D sequence
+    noise_px: float = 3.0  # per window, 2D noise of std ~ U(0, noise_px) pixels (detector-like)
+    val_frames: int = 4096  # validation target frames (fixed sample)
+    weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    prior: str | None = None  # path of a diffusion prior checkpoint; None = no prior loss
+    prior_weight: float = 2.0
+    prior_t_range: tuple = (0.05, 0.4)
+    intrinsics: bool = True  # see views with a camera matrix through a virtual camera (README)
+    perspective: bool = True  # reproject through the focal length of views that have one
+
+
+def saved_config(saved: dict, **changes) -> TrainConfig:
+    """A checkpoint's training config: runs saved before the virtual camera saw raw 2D and
+    reprojected under weak perspective, so options absent from `saved` take those values."""
+    return TrainConfig(**{"intrinsics": False, "perspective": False, **saved, **changes})
+
+
+@torch.no_grad()
+def validate(model: NRSfMFormer, sampler: WindowSampler, kp3d: torch.Tensor,
+             targets: torch.Tensor, device, batch: int | None = None) -> dict[str, float]:
+    """N-MPJPE and PA-MPJPE (mm) of the target frames (3D used only to report)."""
+    model.eval()
+    preds = []
+    batch = batch or default_batch(device)
+    for i in range(0, len(targets), batch):
+        w = sampler.windows(targets[i:i + batch]).to(device)
+        preds.append(model.lift(w[..., :2], w[..., 2]).float().cpu())
+    model.train()
+    pred = torch.from_numpy(from_virtual(torch.cat(preds).numpy(),
+                                         sampler.rot[targets].numpy())).double()  # (n, J, 3)
+    gt = kp3d[targets].double()
+    return {"n_mpjpe": float(n_mpjpe(pred, gt)), "pa_mpjpe": float(pa_mpjpe(pred, gt))}
+
+
+def train_step(model: NRSfMFormer, opt: Optimiser, w: torch.Tensor, cfg: TrainConfig,
+               prior=None, amp: bool = False,
+               focal: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """One optimiser step on a batch of windows w (B, T, J, 3: x, y, confidence); returns the
+    weighted loss and its terms (tensors; reading them is left to the caller, so that a
+    benchmark of this step does not pay a host synchronisation per term). `focal` (B,) px:
+    reproject each window through its camera's focal length (inf: weak perspective)."""
+    with torch.autocast(w.device.type, dtype=torch.bfloat16, enabled=amp):
+        o = model(w[..., :2], w[..., 2])
+    if focal is not None:
+        # the root's depth is focal / scale model units: depth ratio 1 + X_z * scale / focal
+        o.extras["perspective"] = o.scale.float() / focal.to(o.scale.device, torch.float32)
+    terms = {k: L.LOSSES[k](o) for k, wt in cfg.weights.items() if wt}
+    if prior is not None:
+        from streamlift.prior.loss import prior_loss
+        terms["prior"] = prior_loss(prior, o.X.float(), cfg.prior_t_range)
+    loss = sum(cfg.weights.get(k, cfg.prior_weight) * v for k, v in terms.items())
+    opt.update(loss)
+    return loss, terms
+
+
+@dataclass
+class _Run:
+    """What a training run carries from epoch to epoch."""
+
+    model: NRSfMFormer
+    opt: Optimiser
+    cfg: TrainConfig
+    epoch: int = 0
+    history: list = field(default_factory=list)
+    provenance: dict = field(default_factory=dict)
+
+
+def _start(out: str, model_cfg: LifterConfig, cfg: TrainConfig, device: torch.device,
+           resume: bool, init: str | None, log) -> _Run:
+    """A new run, a run resumed from `out`, or a fine-tune from the lifter at `init`."""
+    ck, init_state = None, None
+    if resume:
+        if not Path(out).is_file():
+            raise UserError(f"no checkpoint at {out} to resume from")
+        ck = torch.load(out, map_location="cpu", weights_only=True)
+        if "train" not in ck:
+            raise UserError(f"{out} holds no training state to resume (a shipped model?)")
+        model_cfg = LifterConfig(**ck["config"])
+        # epochs: the one setting a resume may extend
+        cfg = saved_config(ck["train"]["config"], epochs=cfg.epochs)
+    elif init:
+        ck0 = checkpoint.read(init, FORMAT, "lifter")
+        model_cfg, init_state = LifterConfig(**ck0["config"]), ck0["state_dict"]
+    model = NRSfMFormer(model_cfg).to(device)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+        log(f"starting from the weights of {init}")
+    total = max(1, cfg.epoch_windows // cfg.batch) * cfg.epochs
+    run = _Run(model, Optimiser(model, cfg.lr, cfg.weight_decay, cfg.warmup_steps, total), cfg)
+    if ck is not None:
+        model.load_state_dict(ck["state_dict"])
+        run.opt.load_state_dict(ck["train"])
+        run.epoch, run.history = ck["train"]["epoch"], list(ck["train"]["history"])
+        if "init" in ck.get("meta", {}):
+            run.provenance.update(init=ck["meta"]["init"], init_digest=ck["meta"]["init_digest"])
+        log(f"resuming {out} at epoch {run.epoch}, step {run.opt.step}")
+    elif init_state is not None:
+        run.provenance.update(init=str(init), init_digest=checkpoint.file_digest(init))
+    return run
+
+
+def _validation(val: str | None, model_cfg: LifterConfig, cfg: TrainConfig):
+    """(sampler, 3D, fixed target frames) of the validation views, or None."""
+    if not val:
+        return None
+    val_views = load_views(val)
+    if any(v.kp3d is None for v in val_views.values()):
+        raise UserError(f"{val}: every validation view needs kp3d to report errors")
+    sampler = WindowSampler(val_views, model_cfg.window, model_cfg.mode, cfg.intrinsics)
+    kp3d = torch.from_numpy(np.concatenate([v.kp3d for v in val_views.values()]))
+    g = torch.Generator().manual_seed(1234)
+    targets = torch.randperm(len(sampler), generator=g)[:min(cfg.val_frames, len(sampler))]
+    return sampler, kp3d, targets
+
+
+def _epoch(run: _Run, sampler: WindowSampler, prior, gen: torch.Generator, device,
+           progress: bool) -> dict:
+    """One epoch of steps; the mean of each loss term."""
+    cfg = run.cfg
+    steps = max(1, cfg.epoch_windows // cfg.batch)
+    sums = {k: 0.0 for k in list(cfg.weights) + (["prior"] if prior else []) + ["total"]}
+    with progress_bar(steps, f"epoch {run.epoch + 1}/{cfg.epochs}", "step", progress) as bar:
+        for i in range(steps):
+            w, focal = draw_batch(sampler, cfg, gen)
+            loss, terms = train_step(run.model, run.opt, w.to(device, non_blocking=True), cfg,
+                                     prior, device.type == "cuda", focal)
+            for k, v in terms.items():
+                sums[k] += float(v.detach())
+            sums["total"] += float(loss.detach())
+            bar.set_postfix_str(f"loss {sums['total'] / (i + 1):.4f} "
+                                f"reproj {sums['reprojection'] / (i + 1):.4f}", refresh=False)
+            bar.update()
+    return {k: v / steps for k, v in sums.items()}
+
+
+def train(data: list[str], val: str | None, out: str, model_cfg: LifterConfig, cfg: TrainConfig,
+          device: torch.device, resume: bool = False, progress: bool = True,
+          log=print, init: str | None = None) -> dict:
+    """Train (or resume) a lifter; writes a checkpoint to `out` after every epoch.
+
+    `init`: a lifter checkpoint to start from (its model config replaces `model_cfg`): a
+    fine-tune with this call's training settings, a fresh optimizer and schedule.
+    """
+    torch.manual_seed(cfg.seed)
+    run = _start(out, model_cfg, cfg, device, resume, init, log)
+    cfg, model_cfg = run.cfg, run.model.cfg
+    train_views = {}
+    for path in data:
+        train_views.update({f"{path}:{k}": v for k, v in load_views(path).items()})
+    sampler = WindowSampler(train_views, model_cfg.window, model_cfg.mode, cfg.intrinsics)
+    validation = _validation(val, model_cfg, cfg)
+    prior = None
+    if cfg.prior and cfg.prior_weight > 0:
+        from streamlift.prior.model import load_prior
+        prior = load_prior(cfg.prior, device)
+        if model_cfg.window < prior.cfg.window:
+            raise UserError(f"the prior judges windows of {prior.cfg.window} frames; a "
+                            f"{model_cfg.window}-frame lifter must train without it")
+    n_virtual = sum(v.intrinsics is not None for v in train_views.values()) if cfg.intrinsics else 0
+    log(f"training on {len(train_views)} views / {len(sampler):,} frames from {data} "
+        f"({n_virtual} seen through a virtual camera); "
+        f"model {sum(p.numel() for p in run.model.parameters()):,} params on {device}")
+    gen = torch.Generator().manual_seed(cfg.seed + 7919 * run.epoch)
+    run.provenance.update(train_views=[str(p) for p in data],
+                          train_digest=[checkpoint.file_digest(p) for p in data],
+                          val_views=str(val) if val else None,
+                          val_digest=checkpoint.file_digest(val) if val else None)
+    t_start = time.perf_counter()
+    while run.epoch < cfg.epochs:
+        rec = {"epoch": run.epoch + 1, **_epoch(run, sampler, prior, gen, device, progress)}
+        rec.update(step=run.opt.step, seconds=time.perf_counter() - t_start)
+        if validation is not None:
+            rec.update({f"val_{k}": v for k, v in validate(run.model, *validation, device).items()})
+        run.history.append(rec)
+        run.epoch += 1
+        log(f"epoch {run.epoch}: loss {rec['total']:.4f}" +
+            (f"  val N-MPJPE {rec['val_n_mpjpe']:.1f} mm  PA-MPJPE {rec['val_pa_mpjpe']:.1f} mm"
+             if "val_n_mpjpe" in rec else ""))
+        _save(out, run)
+    return run.history[-1] if run.history else {}
+
+
+def _save(out: str, run: _Run) -> None:
+    cfg = checkpoint.plain(asdict(run.cfg))
+    save_checkpoint(out, run.model,
+                    meta={**run.provenance, "epochs": run.epoch, "steps": run.opt.step,
+                          "history": run.history, "train_config": cfg},
+                    train={"config": cfg, "epoch": run.epoch, "history": run.history,
+                           **run.opt.state_dict()})

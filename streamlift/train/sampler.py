@@ -1,0 +1,79 @@
+"""Training windows of 2D: drawn from views files, padded at the sequence start like a stream's,
+mirrored and noised; nothing but the 2D (and each camera's focal length) is read."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from streamlift.data.views import View
+from streamlift.errors import UserError
+from streamlift.skeleton import H36M17
+from streamlift.virtual_camera import to_virtual
+from streamlift.windows import window_offsets
+
+
+class WindowSampler:
+    """Draws windows (padded at the sequence start like a stream's) from a set of views.
+
+    With `intrinsics`, a view that has a camera matrix is seen through the virtual camera that
+    looks at its subject (`streamlift.virtual_camera`), `rot` holds each frame's rotation back
+    to the real camera (the identity for the other views) and `focal` its focal length in
+    pixels (infinite for the other views: weak perspective).
+    """
+
+    def __init__(self, views: dict[str, View], window: int, mode: str, intrinsics: bool = True):
+        kp, rot, focal = [], [], []
+        for name, v in views.items():
+            k = np.concatenate([v.kp2d[..., :2], v.confidence()[..., None]], axis=-1)
+            R = np.broadcast_to(np.eye(3, dtype=np.float32), (len(k), 3, 3))
+            f = np.inf
+            if intrinsics and v.intrinsics is not None:
+                try:
+                    k, R = to_virtual(k, v.intrinsics)
+                except ValueError as e:
+                    raise UserError(f"view {name!r}: {e}") from None
+                f = float(np.sqrt(v.intrinsics[0, 0] * v.intrinsics[1, 1]))
+            kp.append(k)
+            rot.append(R)
+            focal.append(np.full(len(k), f, np.float32))
+        self.kp = torch.from_numpy(np.concatenate(kp).astype(np.float32))  # (N, J, 3)
+        self.rot = torch.from_numpy(np.concatenate(rot))  # (N, 3, 3)
+        self.focal = torch.from_numpy(np.concatenate(focal))  # (N,) px
+        lengths = np.array([len(k) for k in kp])
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        self.start = torch.from_numpy(np.repeat(starts, lengths))  # (N,) view start per frame
+        self.length = torch.from_numpy(np.repeat(lengths, lengths))  # (N,)
+        self.offsets = torch.from_numpy(window_offsets(window, mode))  # (T,)
+
+    def __len__(self) -> int:
+        return len(self.kp)
+
+    def windows(self, targets: torch.Tensor) -> torch.Tensor:
+        """Global target frame indices (n,) -> windows (n, T, J, 3) of (u, v, confidence)."""
+        local = targets - self.start[targets]
+        idx = (local[:, None] + self.offsets).clamp_min(0)
+        idx = torch.minimum(idx, self.length[targets, None] - 1) + self.start[targets, None]
+        return self.kp[idx]  # (n, T, J, 3)
+
+
+def flip_2d(w: torch.Tensor) -> torch.Tensor:
+    """Mirror windows (n, T, J, 3) left-right: negate u, swap left/right joints."""
+    w = w[:, :, list(H36M17.flip)].clone()
+    w[..., 0] = -w[..., 0]
+    return w
+
+
+def draw_batch(sampler: WindowSampler, cfg,
+               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One training batch: windows (batch, T, J, 3) with random targets, left-right mirroring
+    and 2D noise, and each window's focal length (batch,) px for the perspective reprojection
+    (None when `cfg.perspective` is off)."""
+    targets = torch.randint(0, len(sampler), (cfg.batch,), generator=gen)
+    w = sampler.windows(targets)
+    flip = torch.rand(cfg.batch, generator=gen) < cfg.flip_prob
+    w[flip] = flip_2d(w[flip])
+    if cfg.noise_px > 0:
+        sigma = torch.rand(cfg.batch, 1, 1, 1, generator=gen) * cfg.noise_px
+        w[..., :2] += sigma * torch.randn(w[..., :2].shape, generator=gen)
+    return w, (sampler.focal[targets] if cfg.perspective else None)

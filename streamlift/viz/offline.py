@@ -1,0 +1,80 @@
+"""Drawing a view of a views file: lift it as `eval` does, then draw each frame."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from streamlift.viz.draw import FrameInfo, Renderer, camera_up
+from streamlift.viz.video import ClipWriter, write_png
+
+
+@dataclass
+class RenderResult:
+    out: Path
+    view: str
+    frames: list[int]
+    shape: tuple[int, int]  # (height, width)
+    n_mpjpe: float | None  # mean over the rendered frames, mm
+    pa_mpjpe: float | None
+
+
+def render_view(model, view, name: str, out: Path, frames: list[int], device="cpu",
+                fps: float | None = None, size: int = 480, second: str = "side",
+                height_mm: float = 1700.0, progress: bool = True) -> RenderResult:
+    """Lift `frames` of one View with `model` and write them as a .png (one frame) or .mp4."""
+    import torch
+
+    from streamlift.metrics import n_mpjpe, pa_mpjpe
+    from streamlift.lifter.model import metric_scale, skeleton_height
+    from streamlift.progress import bar as progress_bar
+    from streamlift.lifter.infer import lift_sequence
+
+    out = Path(out)
+    fr = np.asarray(frames, np.int64)
+    # a view with intrinsics is lifted through the virtual camera, as `streamlift eval` lifts it
+    pred = torch.from_numpy(lift_sequence(model, view.kp2d, device=device, frames=fr,
+                                          K=view.intrinsics)).double()
+    errs = None
+    if view.kp3d is not None:
+        gt_all = torch.from_numpy(view.kp3d).double()
+        height_mm = float(skeleton_height(gt_all).median())  # as `streamlift eval` scales
+        gt = gt_all[fr]
+        errs = (n_mpjpe(pred, gt, reduce=False).numpy(), pa_mpjpe(pred, gt, reduce=False).numpy())
+        gt = gt.numpy()
+    pred_mm = metric_scale(pred, height_mm).numpy()
+    bounds = None
+    if view.image_size is None:
+        seen = view.confidence() > 0
+        xy = view.kp2d[..., :2][seen]
+        lo, hi = xy.min(0), xy.max(0)
+        pad = 0.1 * (hi - lo).max() + 1
+        bounds = (lo[0] - pad, lo[1] - pad, hi[0] + pad, hi[1] + pad)
+    r = Renderer(size, True, second, view.image_size, bounds, camera_up(view.extrinsics))
+    T = view.frames
+
+    def draw(i: int) -> np.ndarray:
+        k = int(fr[i])
+        info = FrameInfo(title=name, lines=(f"frame {k} of 0-{T - 1}"
+                                            + (f" at {view.fps:g} fps" if view.fps else ""),
+                                            f"{model.cfg.mode} lifter, window {model.cfg.window}"))
+        if errs is not None:
+            info.errors = {"N-MPJPE": float(errs[0][i]), "PA-MPJPE": float(errs[1][i])}
+        return r.frame(pred_mm[i], view.kp2d[k], None if errs is None else gt[i], info)
+
+    if out.suffix.lower() == ".png":
+        write_png(out, draw(0))
+    else:
+        clip = ClipWriter(out, fps or view.fps or 30.0, r.shape)
+        try:
+            with progress_bar(len(fr), "render", "frames", progress) as bar:
+                for i in range(len(fr)):
+                    clip.write(draw(i))
+                    bar.update()
+        finally:
+            clip.close()
+    return RenderResult(out, name, [int(k) for k in fr], r.shape,
+                        None if errs is None else float(errs[0].mean()),
+                        None if errs is None else float(errs[1].mean()))
