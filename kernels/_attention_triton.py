@@ -162,9 +162,15 @@ def config(S: int, D: int) -> dict:
     return dict(BLOCK_B=block_b, BLOCK_M=block_m, S_PAD=S_PAD, D_PAD=D_PAD, num_warps=warps)
 
 
-def _precision(dtype: torch.dtype) -> str:
-    # fp32 follows torch's own matmul switch (off by default): ieee unless TF32 is allowed
-    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+def _precision(dtype: torch.dtype, allow_tf32: bool | None = None) -> str:
+    """tl.dot's input_precision for q, k, v of `dtype`: "ieee" (exact fp32 products) for fp32
+    unless TF32 is allowed, else "tf32" (Triton's default; fp16/bf16 dots ignore it).
+
+    allow_tf32: None follows torch's own CUDA matmul switch,
+    torch.backends.cuda.matmul.allow_tf32 (off by default; readable without a GPU)."""
+    if allow_tf32 is None:
+        allow_tf32 = torch.backends.cuda.matmul.allow_tf32
+    if dtype == torch.float32 and not allow_tf32:
         return "ieee"
     return "tf32"
 

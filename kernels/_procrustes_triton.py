@@ -273,7 +273,9 @@ def _procrustes_bwd(X, Y, Wt, R, Sc, V, SIG, GR, GS, GT, GA, GE, DX, DY,
         t:       g_mu_y += gt, gs -= gt . R mu_x, gR -= s gt mu_x^T, g_mu_x -= s R^T gt
         aligned: gs += sum_j g_a_j . R x'_j, gR += s sum_j g_a_j x'_j^T, gx'_j += s R^T g_a_j
         s:       gH += gs / var_x R^T,  g_var_x = -gs s / var_x
-        R:       gH -= 2 R^T V [skew(V^T gR R^T V) / max(sigma_k + sigma_l, clamp)] V^T
+        R:       gH -= 2 R^T V [skew(V^T gR R^T V) / (sigma_k + sigma_l)] V^T, planes with
+                 sigma_k + sigma_l <= GRAD_CLAMP sigma_1 dropped; R and s terms dropped when
+                 sigma_1 <= GRAD_CLAMP sqrt(var_x var_y)
         H, var:  gx'_j += w^_j (gH y'_j + 2 g_var x'_j),  gy'_j += w^_j gH^T x'_j
         centring: gx_j = gx'_j + w^_j (g_mu_x - sum_i gx'_i), likewise for y
     """
@@ -390,8 +392,12 @@ def _procrustes_bwd(X, Y, Wt, R, Sc, V, SIG, GR, GS, GT, GA, GE, DX, DY,
     sig2 = tl.load(SIG + p * 3 + 2, mask=p_ok, other=0.0)
     # scale: d(sum sigma)/dH = R^T (R maximises tr(R H)); var_x through the clamp
     var_x = tl.sum(wn * (xc0 * xc0 + xc1 * xc1 + xc2 * xc2), axis=1)
+    # H negligible next to sqrt(var_x var_y) (one point, zero weights): no R or s gradient
+    var_y = tl.sum(wn * (yc0 * yc0 + yc1 * yc1 + yc2 * yc2), axis=1)
+    live = sig0 > GRAD_CLAMP * tl.sqrt(var_x) * tl.sqrt(var_y)
     if SCALE:
         vc = tl.maximum(var_x, eps)
+        gs = tl.where(live, gs, 0.0)
         k = gs / vc
         gvar = tl.where(var_x > eps, -k * (sig0 + sig1 + sig2) / vc, 0.0)
     else:
@@ -417,11 +423,17 @@ def _procrustes_bwd(X, Y, Wt, R, Sc, V, SIG, GR, GS, GT, GA, GE, DX, DY,
     c00, c01, c02, c10, c11, c12, c20, c21, c22 = _mm(
         v00, v10, v20, v01, v11, v21, v02, v12, v22,
         m00, m01, m02, m10, m11, m12, m20, m21, m22)  # G = V^T (gR R^T V)
-    TINY = _TINY
-    floor = tl.maximum(GRAD_CLAMP * sig0, TINY)
-    z01 = 0.5 * (c01 - c10) / tl.maximum(sig0 + sig1, floor)
-    z02 = 0.5 * (c02 - c20) / tl.maximum(sig0 + sig2, floor)
-    z12 = 0.5 * (c12 - c21) / tl.maximum(sig1 + sig2, floor)
+    # a plane with sigma_k + sigma_l <= GRAD_CLAMP sigma_1 (R free in it: collinear) is dropped
+    floor = GRAD_CLAMP * sig0
+    d01 = sig0 + sig1
+    d02 = sig0 + sig2
+    d12 = sig1 + sig2
+    ok01 = live & (d01 > floor)
+    ok02 = live & (d02 > floor)
+    ok12 = live & (d12 > floor)
+    z01 = tl.where(ok01, 0.5 * (c01 - c10) / tl.where(ok01, d01, 1.0), 0.0)
+    z02 = tl.where(ok02, 0.5 * (c02 - c20) / tl.where(ok02, d02, 1.0), 0.0)
+    z12 = tl.where(ok12, 0.5 * (c12 - c21) / tl.where(ok12, d12, 1.0), 0.0)
     m00, m01, m02, m10, m11, m12, m20, m21, m22 = _mm(
         v00, v01, v02, v10, v11, v12, v20, v21, v22,
         zero, z01, z02, -z01, zero, z12, -z02, -z12, zero)  # V Zt

@@ -47,9 +47,14 @@ of gR is therefore
 
     Z = V [skew(V^T gR R^T V) / (sigma_k + sigma_l)] V^T,    gH = -2 R^T Z
 
-with each sigma_k + sigma_l clamped below at GRAD_CLAMP * sigma_1: finite for identity, planar
-(sigma_3 = 0), collinear (sigma_2 = sigma_3 = 0) and repeated singular values. The scale's
-gradient needs no SVD at all: tr(R H) is maximal in R, so d(sigma_1+sigma_2+sigma_3)/dH = R^T.
+where a term with sigma_k + sigma_l <= GRAD_CLAMP * sigma_1 is dropped (R is free to turn in
+that plane: collinear points, sigma_2 = sigma_3 = 0), and all of Z and the scale's gradient
+through H are dropped when sigma_1 <= GRAD_CLAMP * sqrt(var_x var_y), its upper bound (H ~ 0 up
+to rounding: X or Y one point, zero weights; R and s are then not determined by the data).
+So gradients stay bounded, of the size they have at well-posed sets of the same scale, for
+identity, planar (sigma_3 = 0), collinear, one-point and repeated singular values; dividing by
+the ~0 sum instead gave up to 1e19. The scale's gradient needs no SVD at all: tr(R H) is
+maximal in R, so d(sigma_1+sigma_2+sigma_3)/dH = R^T.
 Centring, var_x, the aligned points and the error are differentiated directly. The weights
 are treated as constants (no gradient to w) by "torch" and "triton".
 """
@@ -63,7 +68,7 @@ import torch
 
 IMPLS = ("auto", "triton", "torch", "reference")
 SWEEPS = 6  # cyclic Jacobi sweeps: convergence is quadratic, 6 reach fp64 on 3x3 matrices
-GRAD_CLAMP = 1e-4  # sigma_k + sigma_l >= GRAD_CLAMP * sigma_1 in the backward
+GRAD_CLAMP = 1e-4  # backward: drop 1 / (sigma_k + sigma_l) below GRAD_CLAMP * sigma_1
 _RANK1_TOL = 1e-6  # |part of b2 orthogonal to u1| below this * sigma_1: collinear points
 
 
@@ -246,17 +251,24 @@ def _backward_torch(X, Y, w, R, s, V, sig, gR, gs, gt, ga, gerr, scale: bool, ep
     gR = gR + s[:, None, None] * (ga.transpose(1, 2) @ Xc)
     gXc = s[:, None, None] * (ga @ R)
     gmu_y = gmu_y + ga.sum(dim=1)
+    # H negligible next to its bound sqrt(var_x var_y) (X or Y one point up to rounding, zero
+    # weights): R and s are not determined by the data, their gradients are dropped
+    var_y = (wn * Yc.square().sum(dim=-1)).sum(dim=1)
+    live = sig[:, 0] > GRAD_CLAMP * var_x.sqrt() * var_y.sqrt()  # (N,)
     gH = torch.zeros_like(R)
     gvar = torch.zeros_like(var_x)
     if scale:  # s = (sigma_1 + sigma_2 + sigma_3) / var_x, d(sum sigma)/dH = R^T
         vc = var_x.clamp_min(eps)
+        gs = torch.where(live, gs, torch.zeros_like(gs))
         gH = gH + (gs / vc)[:, None, None] * R.transpose(1, 2)
         gvar = torch.where(var_x > eps, -gs * sig.sum(-1) / vc.square(), torch.zeros_like(gs))
-    # rotation: gH += -2 R^T V [skew(V^T gR R^T V) / (sigma_k + sigma_l)] V^T
+    # rotation: gH += -2 R^T V [skew(V^T gR R^T V) / (sigma_k + sigma_l)] V^T, each term with
+    # sigma_k + sigma_l <= GRAD_CLAMP sigma_1 (R free in that plane: collinear points) dropped
     G = V.transpose(1, 2) @ gR @ R.transpose(1, 2) @ V  # (N, 3, 3)
     den = sig[:, :, None] + sig[:, None, :]  # (N, 3, 3) sigma_k + sigma_l
-    floor = (GRAD_CLAMP * sig[:, 0]).clamp_min(torch.finfo(ct).tiny ** 0.5)[:, None, None]
-    Zt = 0.5 * (G - G.transpose(1, 2)) / torch.maximum(den, floor)  # skew; diagonal 0
+    ok = (den > GRAD_CLAMP * sig[:, :1, None]) & live[:, None, None]
+    Zt = torch.where(ok, 0.5 * (G - G.transpose(1, 2)) / torch.where(ok, den, torch.ones_like(den)),
+                     torch.zeros_like(den))  # skew; diagonal 0
     Z = V @ Zt @ V.transpose(1, 2)
     gH = gH - 2 * R.transpose(1, 2) @ Z
     # H = sum_j w^_j x'_j y'_j^T, var_x = sum_j w^_j |x'_j|^2

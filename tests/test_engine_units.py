@@ -1,6 +1,7 @@
 """Engine pieces without sockets: protocol decoding, ring-buffer windows, runner padding."""
 
 import math
+import re
 
 import msgpack
 import numpy as np
@@ -92,8 +93,24 @@ BAD = [
     (frame(kp=np.full((17, 2), 1e39).tolist()), "not_finite"),  # beyond float32
     (frame(t_capture=math.inf), "not_finite"),
     (frame(conf=[1.5] * 17), "bad_value"),
+    (frame(conf=[1.0] * 16 + [1.0001]), "bad_value"),  # one joint just above 1
+    (frame(conf=[-0.25] + [1.0] * 16), "bad_value"),  # one negative joint
+    (frame(conf=[0.5] * 8 + [-1e-6] + [0.5] * 8), "bad_value"),
+    (frame(kp=P.pack_array(np.c_[KP, np.r_[-0.5, np.ones(16)]])), "bad_value"),  # 3rd column
+    (frame(layout="coco17", conf=[1.0] * 11 + [-1.0] + [1.0] * 5), "bad_value"),  # l_hip
     (frame(seq=-1), "bad_value"),
     (frame(t_capture=-5.0), "bad_value"),
+    (frame(t_capture=0), "bad_value"),  # int 0: not a capture time
+    (frame(t_capture=0.0), "bad_value"),
+    (frame(t_capture=-0.0), "bad_value"),
+    (frame(t_capture=math.nan), "not_finite"),
+    (frame(t_capture=-math.inf), "not_finite"),
+    (frame(image_size=[1280, 720, 3]), "bad_shape"),
+    (frame(image_size=[[1280, 720]]), "bad_shape"),
+    (frame(image_size=[math.nan, 720]), "not_finite"),
+    (frame(image_size=[1280, math.inf]), "not_finite"),
+    (frame(image_size=[1280, 0]), "bad_value"),
+    (frame(image_size=[-1280, 720]), "bad_value"),
     (frame(seq="7"), "bad_message"),
     (frame(t_capture=None), "bad_message"),
     (frame(kp=None), "bad_message"),
@@ -110,6 +127,47 @@ BAD = [
 def test_bad_messages_get_their_code(raw, code):
     assert code_of(raw) == code
     assert code in P.ERRORS
+
+
+def test_values_on_the_edge_of_their_range_are_accepted():
+    """Confidences 0 and 1 are inside [0, 1]; any finite t_capture > 0 is a time (int or
+    float, kept exactly); a landscape image_size is [width, height]."""
+    conf = np.r_[0.0, 1.0, np.full(15, 0.5)].astype(np.float32)
+    for raw in (frame(conf=conf.tolist()), frame(kp=P.pack_array(np.c_[KP, conf]))):
+        _, f = P.decode_request(raw)
+        np.testing.assert_array_equal(f.conf, conf)
+    for t in (1e-6, 1, 1.7e9 + 0.123456, 4.1e9):
+        _, f = P.decode_request(frame(t_capture=t))
+        assert f.t_capture == t and isinstance(f.t_capture, float)
+    for size in ([1280, 720], P.pack_array(np.array([1280, 720], np.float32)), [0.5, 0.5]):
+        _, f = P.decode_request(frame(image_size=size))
+        np.testing.assert_array_equal(f.kp, KP)
+
+
+def test_bad_value_errors_say_what_is_wrong():
+    with pytest.raises(P.ProtocolError) as e:
+        P.decode_request(frame(conf=[-0.25] + [1.0] * 16, seq=4))
+    assert (e.value.code, e.value.stream, e.value.seq) == ("bad_value", "cam0", 4)
+    assert "[0, 1]" in e.value.message and "-0.25" in e.value.message
+    with pytest.raises(P.ProtocolError) as e:
+        P.decode_request(frame(t_capture=0))
+    assert e.value.code == "bad_value" and "'t_capture' must be > 0" in e.value.message
+    with pytest.raises(P.ProtocolError) as e:
+        P.decode_request(frame(image_size=[720, -1280]))
+    assert e.value.code == "bad_value" and "[width, height]" in e.value.message
+
+
+def test_the_protocol_doc_lists_exactly_the_error_codes():
+    """docs/protocol.md section 9 is the contract: its table names every code and no other."""
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[1] / "docs" / "protocol.md").read_text()
+    table = doc.split("## 9. Errors", 1)[1].split("## 10.", 1)[0]
+    rows = re.findall(r"^\| `([a-z_]+)` \|", table, re.M)
+    assert sorted(rows) == sorted(P.ERRORS) and len(rows) == len(set(rows))
+    bad_value = next(line for line in table.splitlines() if line.startswith("| `bad_value`"))
+    for case in ("< 0 or > 1", "`seq` < 0", "`t_capture` ≤ 0", "`image_size` ≤ 0"):
+        assert case in bad_value, case
 
 
 def test_errors_name_the_stream_and_seq_when_known():

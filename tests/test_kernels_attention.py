@@ -158,6 +158,32 @@ def test_triton_rejects_fp64_and_handles_empty_batches():
     assert attention(e, e, e, impl="triton").shape == (0, 2, 17, 32)
 
 
+@needs_triton
+def test_dot_precision_follows_dtype_and_torchs_tf32_switch(monkeypatch):
+    from streamlift.kernels import _attention_triton as kt
+    assert kt._precision(torch.float32, allow_tf32=False) == "ieee"
+    assert kt._precision(torch.float32, allow_tf32=True) == "tf32"
+    for dt in (torch.float16, torch.bfloat16):  # half-precision inputs: never "ieee"
+        assert kt._precision(dt, allow_tf32=False) == "tf32"
+        assert kt._precision(dt, allow_tf32=True) == "tf32"
+    # by default it reads torch.backends.cuda.matmul.allow_tf32 (off unless a user turns it on)
+    matmul = torch.backends.cuda.matmul
+    before = matmul.allow_tf32
+    try:
+        matmul.allow_tf32 = False
+        assert kt._precision(torch.float32) == "ieee" and kt._precision(torch.float16) == "tf32"
+        matmul.allow_tf32 = True
+        assert kt._precision(torch.float32) == "tf32" and kt._precision(torch.bfloat16) == "tf32"
+    finally:
+        matmul.allow_tf32 = before
+    # and forward/backward launch with it, for q's dtype
+    seen = []
+    monkeypatch.setattr(kt, "_precision", lambda dtype: seen.append(dtype) or "ieee")
+    qkv, q, k, v = packed_qkv(1, 5, 1, 8, torch.float32)
+    torch.autograd.grad(attention(q, k, v, impl="triton").sum(), qkv)
+    assert seen == [torch.float32, torch.float32]
+
+
 # ---- GPU only ------------------------------------------------------------------------------
 
 @pytest.mark.gpu

@@ -178,10 +178,68 @@ def test_degenerate_inputs(impl, case):
         torch.testing.assert_close(R, ref.R, atol=1e-5, rtol=0)
     if case == "identity":
         torch.testing.assert_close(R, torch.eye(3, dtype=F64).expand_as(R), atol=1e-6, rtol=0)
-    # gradients of every output stay finite (the clamped sigma_k + sigma_l)
+    # gradients of every output stay finite (bounded: test_degenerate_gradients_are_bounded)
     cts = cotangents(ref)
     gX, gY = torch.autograd.grad(loss(res, cts), (Xd, Yd))
     assert torch.isfinite(gX).all() and torch.isfinite(gY).all(), case
+
+
+def unbounded_gradient_cases():
+    """Name -> (X, Y, w or None) fp64, unit scale unless named _mm: R (and s) not determined by
+    the data, where dividing by sigma_k + sigma_l ~ 0 used to give gradients up to 1e19."""
+    g = torch.Generator().manual_seed(13)
+    N, J = 3, 12
+    X, Y, w = problems(N=N, J=J, seed=13, reflect=1)
+    line = torch.linspace(-1, 1, J, dtype=F64)[None, :, None] * torch.tensor([1.0, 2.0, -0.5], dtype=F64)
+    line = line.expand(N, J, 3).clone()
+    one = torch.zeros(N, J, dtype=F64)
+    one[:, 5] = 1.0  # one point carries all the weight
+    w0 = w.clone()
+    w0[1] = 0.0  # a set with no weight at all
+    return {
+        "one_joint": (X[:, :1].clone(), Y[:, :1].clone(), None),
+        # all points equal: the fp32 centring leaves x'_j ~ 1e-8 (here, for "torch" and
+        # "triton" both), so H ~ 1e-17 and sigma_1 + sigma_2 ~ 1e-17, not exactly 0
+        "x_all_equal": (torch.full((N, J, 3), 0.1, dtype=F64), Y, None),
+        # 7 points at 1 m: x'_j ~ 1e-4 mm ("torch")
+        "x_all_equal_mm": (torch.full((N, 7, 3), 1000.0, dtype=F64), 1000.0 * Y[:, :7], None),
+        "y_all_equal": (X, torch.full((N, J, 3), -0.7, dtype=F64), None),
+        "x_collinear": (line, Y, None),
+        "y_collinear": (X, 1.3 * line + 0.2, None),
+        "both_collinear": (line, 1.3 * line @ random_rotations(N, g).transpose(1, 2), None),
+        "one_weighted_point": (X, Y, one),
+        "zero_weight_set": (X, Y, w0),
+    }
+
+
+@pytest.mark.parametrize("impl", FUSED)
+@pytest.mark.parametrize("case", list(unbounded_gradient_cases()))
+def test_degenerate_gradients_are_bounded(impl, case):
+    """Not only finite: each output's gradient is at most a small multiple of its cotangent,
+    as for well-posed sets of the same scale (where the ratio is about 1.5), not 1e4 or 1e19."""
+    X, Y, w = unbounded_gradient_cases()[case]
+    Xd, Yd = X.float().to(DEV), Y.float().to(DEV)
+    wd = None if w is None else w.float().to(DEV)
+    cts = cotangents(procrustes_reference(X, Y, w))
+    for name, ct in zip(ProcrustesResult._fields, cts):
+        Xr, Yr = Xd.clone().requires_grad_(), Yd.clone().requires_grad_()
+        res = getattr(procrustes(Xr, Yr, wd, impl=impl), name)
+        gX, gY = torch.autograd.grad((res.double() * ct.to(DEV)).sum(), (Xr, Yr))
+        bound = 3.0 * float(ct.norm())
+        assert float(gX.norm()) <= bound and float(gY.norm()) <= bound, \
+            (name, float(gX.norm()), float(gY.norm()), bound)
+        if w is not None:  # weight 0: no gradient but that of its own aligned point to x_j
+            assert (gY[w == 0] == 0).all() and (name == "aligned" or (gX[w == 0] == 0).all()), name
+        if name == "t" and case in ("one_joint", "x_all_equal", "x_all_equal_mm"):
+            # X one point: t = mu_y - s R mu_x with R and s held, so dt/dy_j = I / J and
+            # dt/dx_j = -s R / J
+            out = procrustes(Xd, Yd, wd, impl=impl)
+            J = X.shape[1]
+            RTct = (out.R.transpose(1, 2) @ ct.to(out.R)[..., None])[..., 0]
+            gX_hand = -out.s[:, None] * RTct / J
+            torch.testing.assert_close(gY.double().cpu(), (ct[:, None] / J).expand_as(Y),
+                                       atol=1e-6, rtol=1e-6)
+            torch.testing.assert_close(gX, gX_hand[:, None].expand_as(gX), atol=1e-6, rtol=1e-5)
 
 
 def test_reference_gradient_is_nan_where_the_fused_one_is_not():

@@ -116,3 +116,87 @@ def test_perspective_reprojection_is_exact_for_the_true_pose_and_weak_is_not():
     loss = L.reprojection(far)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(Xb.grad).all()
+
+
+# ------------------------------------------------------------------ pinned to hand values
+def test_reprojection_is_normalised_by_the_confidence_sum_not_the_joint_count():
+    B = symmetric_skeleton()[None]
+    D = torch.zeros(1, 2, 17, 3)
+    x2d = make_output(B, D).x2d.clone()
+    x2d[:, 0, 3] += torch.tensor([3.0, 4.0])  # distance 5
+    x2d[:, 1, 5] += torch.tensor([-1.0, 0.0])  # distance 1
+    conf = torch.full((1, 2, 17), 0.2)
+    conf[:, 0, 3], conf[:, 1, 5] = 1.0, 0.5
+    # (1.0 * 5 + 0.5 * 1) / (32 * 0.2 + 1.0 + 0.5) = 5.5 / 7.9; the count would give 5.5 / 34
+    assert float(L.reprojection(make_output(B, D, x2d=x2d, conf=conf))) == pytest.approx(
+        5.5 / 7.9, rel=1e-6)
+
+
+def test_canonicalisation_hand_value_and_the_sign_of_the_deformation():
+    """B: joints 1, 2 at e_x, e_y (the rest at the root). Frame 0: D = 0. Frame 1: D moves
+    joint 1 by (1, 1, 0), so S = B + D has s_1 = (2, 1, 0), s_2 = (0, 1, 0):
+    H = sum_j s_j b_j^T = [[2, 0, 0], [1, 1, 0], [0, 0, 0]], |H - H^T|^2 = 2, |S|^2 = 6,
+    |B|^2 = 2: loss 2 / (6 * 2) = 1/6 in frame 1, 0 in frame 0, mean 1/12.
+    (With S = B - D: s_1 = (0, -1, 0), |S|^2 = 2, loss 1/2 in frame 1, mean 1/4.)"""
+    B = torch.zeros(1, 17, 3)
+    B[0, 1, 0] = B[0, 2, 1] = 1.0
+    D = torch.zeros(1, 2, 17, 3)
+    D[0, 1, 1] = torch.tensor([1.0, 1.0, 0.0])
+    assert float(L.canonicalisation(make_output(B, D))) == pytest.approx(1 / 12, rel=1e-6)
+
+
+def test_depth_extent_is_the_mean_squared_depth_z():
+    B = torch.zeros(1, 17, 3)
+    B[0, :, 0] = 10.0 * torch.arange(17.0)  # x and y much larger than z: another axis shows
+    B[0, :, 1] = -7.0
+    B[0, 1:, 2] = torch.tensor([1.0, -2.0, 3.0] + [0.0] * 13)
+    D = torch.zeros(1, 2, 17, 3)
+    D[0, 1, 4, 2] = 4.0  # frame 1 only
+    o = make_output(B, D)
+    # frame 0: 1 + 4 + 9 = 14; frame 1: 14 + 16 = 30; over 2 x 17 joints
+    assert float(L.depth_extent(o)) == pytest.approx(44 / 34, rel=1e-6)
+
+
+def proportional_pose(factors=None) -> torch.Tensor:
+    """A pose (17, 3) whose 16 bones have the lengths BONE_PROPORTIONS (sum 1), each bone i
+    times factors[i], along assorted directions."""
+    from streamlift.skeleton import BONE_PROPORTIONS, H36M17
+
+    g = torch.Generator().manual_seed(3)
+    P = torch.zeros(17, 3, dtype=torch.float64)
+    for i, (p, c) in enumerate(H36M17.bones):
+        d = torch.randn(3, generator=g, dtype=torch.float64)
+        f = 1.0 if factors is None else factors[i]
+        P[c] = P[p] + d / d.norm() * BONE_PROPORTIONS[i] * f
+    return P
+
+
+def test_bone_proportions_zero_within_the_tolerance_and_the_hinge_outside():
+    from streamlift.skeleton import BONE_PROPORTION_LOG_TOL as TOL, BONE_PROPORTIONS as PROP
+
+    def loss(P):
+        B = P[None].float()
+        return float(L.bone_proportions(make_output(B, torch.zeros(1, 3, 17, 3))))
+
+    assert loss(proportional_pose()) == pytest.approx(0.0, abs=1e-7)
+    # every bone off by up to 0.8 of its tolerance (after renormalising by the new sum): still 0
+    f = [math.exp(0.8 * t * (-1) ** i) for i, t in enumerate(TOL)]
+    total = sum(p * fi for p, fi in zip(PROP, f))
+    assert max(abs(math.log(fi / total)) / t for fi, t in zip(f, TOL)) < 1  # really inside
+    assert loss(proportional_pose(f)) == pytest.approx(0.0, abs=1e-7)
+    # the left forearm (bone 12) twice as long: the sum becomes 1 + PROP[12], every other bone's
+    # proportion drops by log(1 + PROP[12]) = 0.061 (inside every tolerance), bone 12's rises by
+    # log 2 - 0.061: the hinge is that minus its tolerance, averaged over the 16 bones
+    long = [1.0] * 16
+    long[12] = 2.0
+    s = math.log(1 + PROP[12])
+    assert s < min(TOL)
+    want = (math.log(2.0) - s - TOL[12]) / 16  # 0.0320...
+    assert loss(proportional_pose(long)) == pytest.approx(want, rel=1e-5)
+    assert want == pytest.approx(0.03204, abs=1e-4)
+    # half as long: the deviation is negative, the hinge the same on its absolute value
+    short = [1.0] * 16
+    short[12] = 0.5
+    s = math.log(1 - 0.5 * PROP[12])
+    assert loss(proportional_pose(short)) == pytest.approx(
+        (abs(math.log(0.5) - s) - TOL[12]) / 16, rel=1e-5)

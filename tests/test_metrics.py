@@ -97,6 +97,41 @@ def test_pck_and_auc_known_values():
     assert auc(pred, gt) == pytest.approx((1 * 31 + 8 * 11) / (17 * 31))
 
 
+def test_pck_counts_a_joint_exactly_at_the_threshold():
+    # root-relative errors, all exact in floating point: 150 = |(90, 120, 0)| counts as within,
+    # 150.5 and 151 do not; the roots sit at different places (root alignment first)
+    gt = np.zeros((1, 6, 3))
+    gt[0, 0] = [1000.0, -500.0, 3000.0]
+    gt[0, 1:] = gt[0, 0]
+    pred = gt.copy()
+    pred[0] += [-20.0, 7.0, 40.0]  # a pure translation: no error
+    pred[0, 2] += [150.0, 0.0, 0.0]
+    pred[0, 3] += [90.0, 120.0, 0.0]
+    pred[0, 4] += [0.0, 0.0, -150.5]
+    pred[0, 5] += [0.0, 151.0, 0.0]
+    assert pck(pred, gt) == 4 / 6  # root, joint 1 (0 mm), joints 2 and 3 (150 mm)
+    assert pck(pred, gt, threshold_mm=150.49) == 4 / 6
+    assert pck(pred, gt, threshold_mm=150.5) == 5 / 6
+    assert pck(pred, gt, threshold_mm=149.99) == 2 / 6
+    t = pck(torch.tensor(pred, dtype=torch.float32), torch.tensor(gt, dtype=torch.float32),
+            reduce=False)
+    assert t.dtype == torch.float32 and t.tolist() == [pytest.approx(4 / 6, abs=1e-7)]
+
+
+def test_auc_counts_thresholds_hit_exactly():
+    # errors 0, 0, 5, 7.5, 150 and 151 mm against thresholds 0, 5, ..., 150 (31 of them):
+    # within 31, 31, 30 (5..150), 29 (10..150), 1 (150) and 0 thresholds
+    gt = np.zeros((2, 6, 3))
+    pred = np.zeros((2, 6, 3))
+    pred[:, 2, 1] = 5.0
+    pred[:, 3, 2] = -7.5
+    pred[:, 4] = [0.0, 90.0, 120.0]
+    pred[:, 5, 0] = 151.0
+    assert auc(pred, gt) == pytest.approx((31 + 31 + 30 + 29 + 1 + 0) / (6 * 31), abs=1e-12)
+    per_pose = auc(pred, gt, thresholds_mm=(0.0, 7.5, 150.0), reduce=False)
+    np.testing.assert_allclose(per_pose, [(3 + 3 + 2 + 2 + 1 + 0) / 18] * 2, rtol=0, atol=1e-12)
+
+
 # --- agreement with the numpy implementation ---------------------------------------------------
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 12))

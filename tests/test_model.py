@@ -1,5 +1,7 @@
 """NRSfMFormer: structure of its output, invariances of its pre-processing, checkpoints."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -115,3 +117,94 @@ def test_metric_scale_sets_the_height():
     pose = torch.randn(4, 17, 3)
     scaled = metric_scale(pose, 1700.0)
     torch.testing.assert_close(skeleton_height(scaled), torch.full((4,), 1700.0))
+
+
+# ------------------------------------------------------------------ pre- and post-processing
+def test_normalise_2d_root_subtraction_and_confidence_weighted_rms_scale():
+    """By hand: ms = sum_j,t c |x - root|^2 / (2 sum_j,t c), scale = sqrt(ms); a joint of
+    confidence 0 does not count (even 1,000 px away), and the root is subtracted per frame."""
+    from streamlift.lifter.model import normalise_2d
+
+    kp = torch.zeros(2, 2, 17, 2, dtype=torch.float64)
+    conf = torch.zeros(2, 2, 17, dtype=torch.float64)
+    root = torch.tensor([[100.0, 200.0], [130.0, 190.0]], dtype=torch.float64)  # moves per frame
+    kp[0] = root[:, None]  # every joint on the root unless placed below
+    conf[0, :, 0] = 1.0  # the root counts in the weight sum (at distance 0)
+    kp[0, 0, 1] = root[0] + torch.tensor([3.0, 4.0], dtype=torch.float64)  # |x|^2 = 25, c = 1
+    conf[0, 0, 1] = 1.0
+    kp[0, 0, 2] = root[0] + torch.tensor([6.0, 8.0], dtype=torch.float64)  # |x|^2 = 100, c = 0.5
+    conf[0, 0, 2] = 0.5
+    kp[0, 0, 3] = root[0] + torch.tensor([1000.0, 0.0], dtype=torch.float64)  # c = 0: ignored
+    kp[0, 1, 1] = root[1] + torch.tensor([0.0, 2.0], dtype=torch.float64)  # |x|^2 = 4, c = 1
+    conf[0, 1, 1] = 1.0
+    kp[0, 1, 5] = root[1] + torch.tensor([-700.0, 700.0], dtype=torch.float64)  # c = 0: ignored
+    # window 1: window 0 scaled by 10 about another origin, confidences halved: scale x 10
+    kp[1] = 10 * (kp[0] - 150.0)
+    conf[1] = 0.5 * conf[0]
+    x, scale = normalise_2d(kp, conf)
+    # weights 1 + 1 + 0.5 (frame 0) + 1 + 1 (frame 1) = 4.5; weighted squares 25 + 50 + 4 = 79
+    s0 = math.sqrt(79 / (2 * 4.5))  # 2.96273...
+    torch.testing.assert_close(scale, torch.tensor([s0, 10 * s0], dtype=torch.float64),
+                               rtol=1e-12, atol=0)
+    assert float(scale[0]) == pytest.approx(2.962731, abs=1e-6)
+    # root-relative per frame, divided by the window's scale (zero-confidence joints too)
+    torch.testing.assert_close(x[0], (kp[0] - root[:, None]) / s0, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(x[1], x[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(x[0, 0, 3], torch.tensor([1000 / s0, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(x[0, :, 0], torch.zeros(2, 2, dtype=torch.float64))
+
+
+def stick_figure() -> torch.Tensor:
+    """A hand-built H36M-17 pose (mm, y down) with known bones: spine chain 100 + 150 + 60 + 90
+    = 400, right leg 50 + 400 + 390 = 840, left leg 50 + 450 + 400 = 900 (3-4-5 triangles keep
+    some bones off the axes); the arms are wherever, they do not count."""
+    from streamlift.skeleton import H36M17
+
+    j = H36M17.index
+    P = torch.zeros(17, 3, dtype=torch.float64)
+
+    def put(child, parent, d):
+        P[j(child)] = P[j(parent)] + torch.tensor(d, dtype=torch.float64)
+
+    put("spine", "pelvis", (0.0, -60.0, 80.0))  # 100
+    put("thorax", "spine", (0.0, -150.0, 0.0))  # 150
+    put("neck_nose", "thorax", (36.0, -48.0, 0.0))  # 60
+    put("head", "neck_nose", (0.0, -90.0, 0.0))  # 90
+    put("r_hip", "pelvis", (-30.0, 40.0, 0.0))  # 50
+    put("r_knee", "r_hip", (0.0, 400.0, 0.0))  # 400
+    put("r_ankle", "r_knee", (0.0, 390.0, 0.0))  # 390
+    put("l_hip", "pelvis", (30.0, 40.0, 0.0))  # 50
+    put("l_knee", "l_hip", (0.0, 360.0, 270.0))  # 450
+    put("l_ankle", "l_knee", (0.0, 400.0, 0.0))  # 400
+    put("l_shoulder", "thorax", (170.0, 10.0, 0.0))
+    put("l_elbow", "l_shoulder", (250.0, 30.0, -40.0))
+    put("l_wrist", "l_elbow", (220.0, -60.0, 10.0))
+    put("r_shoulder", "thorax", (-170.0, 10.0, 0.0))
+    put("r_elbow", "r_shoulder", (-20.0, 260.0, 0.0))
+    put("r_wrist", "r_elbow", (0.0, 230.0, 90.0))
+    return P + torch.tensor([5.0, -3.0, 2000.0], dtype=torch.float64)  # anywhere in the camera
+
+
+def test_skeleton_height_is_the_spine_chain_plus_the_mean_leg():
+    P = stick_figure()
+    # 400 + (840 + 900) / 2; one leg would give 1,240 or 1,300, both legs 2,140
+    assert float(skeleton_height(P)) == pytest.approx(1270.0, abs=1e-9)
+    moved = P.clone()
+    moved[11:] = moved[11:] * 1.7 + 33.0  # the arms do not enter the height
+    assert float(skeleton_height(moved)) == pytest.approx(1270.0, abs=1e-9)
+    # batched (..., J, 3) -> (...)
+    batch = torch.stack([P, 2 * P, P @ torch.tensor(
+        [[0.0, -1, 0], [1, 0, 0], [0, 0, 1]], dtype=torch.float64).T])  # a rotation keeps it
+    torch.testing.assert_close(skeleton_height(batch[None]),
+                               torch.tensor([[1270.0, 2540.0, 1270.0]], dtype=torch.float64))
+
+
+def test_metric_scale_gives_exactly_the_requested_height():
+    P = stick_figure()
+    P = P - P[0]
+    scaled = metric_scale(P, 1700.0)
+    torch.testing.assert_close(scaled, P * (1700.0 / 1270.0), rtol=1e-12, atol=1e-9)
+    assert float(skeleton_height(scaled)) == pytest.approx(1700.0, abs=1e-9)
+    two = metric_scale(torch.stack([P, 0.01 * P]), 1550.0)  # each skeleton its own factor
+    torch.testing.assert_close(two[1], two[0], rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(skeleton_height(two), torch.full((2,), 1550.0, dtype=torch.float64))

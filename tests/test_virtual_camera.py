@@ -158,7 +158,20 @@ def test_evaluate_lifts_views_with_intrinsics_through_the_virtual_camera(sample_
     with_k = evaluate(m, two, progress=False)
     without = evaluate(m, two, progress=False, intrinsics=False)
     assert (with_k["virtual_camera_views"], without["virtual_camera_views"]) == (2, 0)
-    assert with_k["n_mpjpe"] != without["n_mpjpe"]
+    # each is the frame mean of the errors of lift_sequence with K (without), as eval scales
+    from streamlift.metrics import mpjpe, n_mpjpe, pa_mpjpe
+    from streamlift.lifter.model import metric_scale, skeleton_height
+    for res, use_k in ((with_k, True), (without, False)):
+        errs = {"mpjpe": [], "n_mpjpe": [], "pa_mpjpe": []}
+        for v in two.values():
+            pred = torch.from_numpy(lift_sequence(m, v.kp2d, K=v.intrinsics if use_k else None))
+            gt = torch.from_numpy(v.kp3d)
+            h = float(skeleton_height(gt.double()).median())
+            errs["mpjpe"].append(mpjpe(metric_scale(pred.double(), h), gt.double(), reduce=False))
+            errs["n_mpjpe"].append(n_mpjpe(pred.double(), gt.double(), reduce=False))
+            errs["pa_mpjpe"].append(pa_mpjpe(pred.double(), gt.double(), reduce=False))
+        for k, e in errs.items():
+            assert res[k] == pytest.approx(float(torch.cat(e).mean()), rel=1e-6), k
     bare = {k: dataclasses.replace(v, intrinsics=None) for k, v in two.items()}
     assert evaluate(m, bare, progress=False)["virtual_camera_views"] == 0
 

@@ -3,10 +3,12 @@
 Each frame is the target of its own window (padded at the sequence edges by repeating the
 first/last frame, as a stream's ring buffer does), so the first frames of a view are scored too.
 
-Action groups come from view names: drop a trailing `.camK`, keep what follows the last '/',
-split on '_' and ' ', drop `dataset-N` tokens; the first remaining token is the group.
+Action groups come from view names: keep what follows the last '/', drop a trailing camera
+(`.camK`, or whatever follows the last '.': Human3.6M's `.54138969`), split on '_' and ' ',
+drop `dataset-N` tokens; the first remaining token is the group (Human3.6M's `TakingPhoto` and
+`WalkingDog` read as VideoPose3D's `Photo` and `WalkDog`).
 `dataset-1_walk-left_angry_001.cam2` -> `walk-left`; `salsa_01.cam0` -> `salsa`;
-`S9/Walking 1.cam2` -> `Walking`.
+`S9/Walking 1.cam2` -> `Walking`; `S9/Directions_1.54138969` -> `Directions`.
 """
 
 from __future__ import annotations
@@ -25,9 +27,13 @@ from streamlift.lifter.infer import lift_sequence
 
 
 def action_group(view_name: str) -> str:
-    seq = re.sub(r"\.cam\d+$", "", view_name).rsplit("/", 1)[-1]
+    """The action a view shows, from its name (see the module docstring)."""
+    seq = view_name.rsplit("/", 1)[-1]
+    seq = re.sub(r"\.[^._ ]+$", "", seq) or seq  # the camera: `.cam2`, `.54138969`
     tokens = [t for t in re.split(r"[_ ]+", seq) if t and not re.fullmatch(r"dataset-\d+", t)]
-    return tokens[0] if tokens else seq
+    group = tokens[0] if tokens else seq
+    # Human3.6M's own spelling of two actions that VideoPose3D's files (prepare_data_h36m.py) rename
+    return {"TakingPhoto": "Photo", "WalkingDog": "WalkDog"}.get(group, group)
 
 
 def evaluate(model: NRSfMFormer, views: dict[str, View], device="cpu", batch: int | None = None,

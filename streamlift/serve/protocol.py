@@ -35,9 +35,10 @@ ERRORS = {
     "bad_stream_id": "'stream' is not 1-64 characters of A-Z a-z 0-9 _ . : -",
     "unknown_layout": f"'layout' is not one of {sorted(LAYOUTS)}",
     "bad_shape": "an array has the wrong shape, dtype or byte length",
-    "not_finite": "keypoints, confidences or the timestamp contain NaN or infinity",
+    "not_finite": "keypoints, confidences, the timestamp, image_size or intrinsics contain NaN "
+                  "or infinity",
     "bad_value": "a value is out of range (confidence outside [0, 1], negative seq, "
-                 "non-positive timestamp)",
+                 "non-positive timestamp, non-positive image_size, unusable intrinsics)",
     "duplicate_seq": "this stream already sent a frame with this seq",
     "out_of_order": "seq is lower than one this stream already sent",
     "too_many_streams": "the server already serves --max-streams streams",
@@ -214,7 +215,8 @@ def _decode_frame(msg: dict, stream: str) -> Frame:
         raise ProtocolError("not_finite", "keypoints or confidences contain NaN or infinity",
                             stream, seq)
     if conf.min() < 0 or conf.max() > 1:
-        raise ProtocolError("bad_value", "confidences must lie in [0, 1]", stream, seq)
+        raise ProtocolError("bad_value", f"confidences must lie in [0, 1], got values from "
+                                         f"{conf.min():g} to {conf.max():g}", stream, seq)
     K = None
     for key in ("image_size", "intrinsics"):  # optional; intrinsics select the virtual camera
         if msg.get(key) is not None:
@@ -226,7 +228,14 @@ def _decode_frame(msg: dict, stream: str) -> Frame:
             if a.shape != want:
                 raise ProtocolError("bad_shape", f"{key} has shape {list(a.shape)}; expected "
                                                  f"{list(want)}", stream, seq)
-            if key == "intrinsics":
+            if key == "image_size":  # [width, height], pixels
+                if not np.isfinite(a).all():
+                    raise ProtocolError("not_finite", "image_size contains NaN or infinity",
+                                        stream, seq)
+                if a.min() <= 0:
+                    raise ProtocolError("bad_value", f"image_size [width, height] must be > 0, "
+                                                     f"got {a.tolist()}", stream, seq)
+            else:
                 try:
                     K = check_intrinsics(a).astype(np.float32)
                 except ValueError as e:

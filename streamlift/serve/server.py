@@ -16,7 +16,6 @@ import queue
 import sys
 import threading
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch

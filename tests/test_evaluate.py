@@ -1,0 +1,88 @@
+"""Action groups of `streamlift eval`: view names -> the action they show."""
+
+import numpy as np
+import pytest
+
+from streamlift.data import load_mocap, load_views
+from streamlift.data.h36m import import_2d
+from streamlift.data.views import make_views
+from streamlift.eval.evaluate import action_group
+from streamlift.paths import SAMPLE_MOCAP
+
+# Human3.6M's 15 actions as VideoPose3D's files name them (a second take carries " 1" or " 2")
+H36M_ACTIONS = ("Directions", "Discussion", "Eating", "Greeting", "Phoning", "Photo", "Posing",
+                "Purchases", "Sitting", "SittingDown", "Smoking", "Waiting", "WalkDog",
+                "Walking", "WalkTogether")
+H36M_CAMERAS = ("54138969", "55011271", "58860488", "60457274")
+
+
+@pytest.mark.parametrize("name", [
+    "S9/Directions.54138969", "S9/Directions_1.54138969", "S9/Directions 1.54138969",
+    "S9/Directions 2.60457274", "S11/Directions.cam0", "S11/Directions 1.cam3",
+    "S9/Directions 1", "Directions 1.55011271", "h36m/S9/Directions_1.58860488",
+])
+def test_h36m_takes_and_cameras_are_one_action(name):
+    assert action_group(name) == "Directions"
+
+
+def test_h36m_camera_ids_and_take_numbers_give_the_15_actions():
+    groups = {}
+    for subject in ("S1", "S9", "S11"):
+        for action in H36M_ACTIONS:
+            for take in ("", " 1", " 2", "_1"):
+                for cam in H36M_CAMERAS + ("cam0", "cam3"):
+                    name = f"{subject}/{action}{take}.{cam}"
+                    groups.setdefault(action_group(name), set()).add(action)
+    # one group per action, named as the action, nothing merged (Sitting / SittingDown,
+    # Walking / WalkDog / WalkTogether stay apart)
+    assert groups == {a: {a} for a in H36M_ACTIONS}
+
+
+def test_h36m_own_spellings_read_as_videopose3ds():
+    # the original .cdf names of S1's and others' takes, which VideoPose3D renames
+    assert action_group("S1/TakingPhoto.54138969") == "Photo"
+    assert action_group("S5/TakingPhoto 1.cam2") == "Photo"
+    assert action_group("S9/WalkingDog 1.60457274") == "WalkDog"
+    assert action_group("S9/WalkDog.cam1") == "WalkDog"
+
+
+def test_views_from_import_h36m_group_by_action(tmp_path):
+    g = np.random.default_rng(0)
+    actions = ("Directions", "Directions 1", "Photo 1", "Sitting 1", "SittingDown",
+               "SittingDown 2", "Walking", "WalkTogether 1")
+    pos2d = {s: {a: [g.uniform(0, 1000, (3, 17, 2)) for _ in range(4)] for a in actions}
+             for s in ("S9", "S11")}
+    src = tmp_path / "data_2d_h36m_cpn.npz"
+    np.savez(src, positions_2d=pos2d, metadata={"layout_name": "h36m", "num_joints": 17})
+    out = tmp_path / "views.npz"
+    import_2d(src, out, allow_pickle=True)
+    names = sorted(load_views(out))
+    assert len(names) == 2 * len(actions) * 4 and "S9/Directions 1.cam3" in names
+    groups = {}
+    for n in names:
+        groups.setdefault(action_group(n), []).append(n)
+    assert {k: len(v) for k, v in groups.items()} == {
+        "Directions": 16, "Photo": 8, "Sitting": 8, "SittingDown": 16, "Walking": 8,
+        "WalkTogether": 8}
+
+
+def test_shipped_cmu_sample_views_group_by_action():
+    views = make_views(load_mocap(SAMPLE_MOCAP), n_cameras=2, seed=0, progress=False)
+    groups = {}
+    for n in views:  # indian_15.cam0, ..., salsa_30.cam1
+        groups.setdefault(action_group(n), []).append(n)
+    assert {k: len(v) for k, v in groups.items()} == {"indian": 2, "salsa": 8}
+
+
+@pytest.mark.parametrize("name,group", [
+    ("dataset-1_walk-left_angry_001.cam2", "walk-left"),  # Bandai: dataset-N_action_style_take
+    ("dataset-2_raise-up-both-hands_masculine_003.cam0", "raise-up-both-hands"),
+    ("dataset-1_run_normal_012.cam11", "run"),
+    ("salsa_01.cam0", "salsa"),  # CMU sample: action_take.camK
+    ("indian_02.cam3", "indian"),
+    ("salsa_01", "salsa"),
+    ("S9/Walking 1.cam2", "Walking"),
+    ("plain", "plain"),
+])
+def test_other_datasets_keep_their_groups(name, group):
+    assert action_group(name) == group
