@@ -2,8 +2,10 @@
 
 One timer for all suites so that every figure in BENCHMARKS.md is taken the same way: warm-up
 calls first (compilation, autotuning, allocator growth), then repeated timed calls; on CUDA each
-call is bracketed by CUDA events after a synchronise, on CPU by `time.perf_counter`. We report
-the median and the 20th/80th percentiles, never the mean (one preempted call would move it).
+call is bracketed by CUDA events after a synchronise, on CPU by `time.perf_counter` (or, with
+`wall=True`, on the host clock with a synchronise after each call on every device: what a caller
+waiting for the result sees). We report the median and the 20th/80th percentiles (numpy's
+linear interpolation), never the mean (one preempted call would move it).
 """
 
 from __future__ import annotations
@@ -11,13 +13,13 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
-import statistics
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,24 +50,16 @@ class Result:
         return asdict(self)
 
 
-def _quantile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    if len(xs) == 1:
-        return xs[0]
-    pos = q * (len(xs) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
 def measure(fn: Callable[[], object], device: torch.device, warmup: int = 3, repeats: int = 20,
-            max_seconds: float = 10.0) -> Timing:
+            max_seconds: float = 10.0, wall: bool = False) -> Timing:
     """Time `fn()` (milliseconds per call): `warmup` untimed calls, then up to `repeats` timed ones.
 
     Stops early (but after at least 3 timed calls) once `max_seconds` of timed work has passed,
-    so that a slow provider on a slow device cannot stall a whole suite.
+    so that a slow provider on a slow device cannot stall a whole suite. `wall`: host clock,
+    synchronising the device after each call, instead of CUDA events.
     """
     cuda = device.type == "cuda"
+    events = cuda and not wall
     for _ in range(warmup):
         fn()
     if cuda:
@@ -73,7 +67,7 @@ def measure(fn: Callable[[], object], device: torch.device, warmup: int = 3, rep
     times: list[float] = []
     spent = 0.0
     for i in range(repeats):
-        if cuda:
+        if events:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             fn()
@@ -83,12 +77,15 @@ def measure(fn: Callable[[], object], device: torch.device, warmup: int = 3, rep
         else:
             t0 = time.perf_counter()
             fn()
+            if cuda:
+                torch.cuda.synchronize(device)
             ms = (time.perf_counter() - t0) * 1e3
         times.append(ms)
         spent += ms / 1e3
         if spent > max_seconds and i >= 2:
             break
-    return Timing(statistics.median(times), _quantile(times, 0.2), _quantile(times, 0.8), len(times))
+    p20, p50, p80 = np.percentile(times, [20, 50, 80])
+    return Timing(float(p50), float(p20), float(p80), len(times))
 
 
 def result(suite: str, case: str, provider: str, sizes: dict, t: Timing, unit: str = "ms",

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.harness import measure
 from streamlift import __version__
-from streamlift.cli.common import HelpFormatter, positive_float, positive_int
-from streamlift.cli.serve import _ladder
+from streamlift.cli.common import HelpFormatter, ladder, positive_float, positive_int
 from streamlift.serve.clients import Producer
 from streamlift.device import pick_device as resolve_device
 from streamlift.lifter.model import load_lifter
@@ -34,19 +34,11 @@ from streamlift.serve.stats import format_stats
 from streamlift.errors import UserError
 
 
-def _timed(fn, warmup: int, repeats: int, sync) -> dict:
-    for _ in range(warmup):
-        fn()
-    sync()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        ts.append(1e3 * (time.perf_counter() - t0))
-    p20, p50, p80 = np.percentile(ts, [20, 50, 80])
-    return {"median_ms": round(float(p50), 4), "p20_ms": round(float(p20), 4),
-            "p80_ms": round(float(p80), 4)}
+def _timed(fn, device: torch.device, warmup: int, repeats: int) -> dict:
+    """benchmarks.harness.measure on the host clock (what the compute loop waits for)."""
+    t = measure(fn, device, warmup=warmup, repeats=repeats, wall=True)
+    return {"median_ms": round(t.median, 4), "p20_ms": round(t.p20, 4),
+            "p80_ms": round(t.p80, 4)}
 
 
 def bench_runner(a) -> list[dict]:
@@ -54,7 +46,6 @@ def bench_runner(a) -> list[dict]:
     model, _ = load_lifter(a.weights, device)
     T, J = model.cfg.window, model.cfg.num_joints
     fn = skeleton_fn(model, 1.7)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     providers = {"eager": Runner(fn, T, J, device, "eager")}
     if device.type == "cuda":
         providers["graphs"] = Runner(fn, T, J, device, "graphs", a.sizes)
@@ -70,16 +61,16 @@ def bench_runner(a) -> list[dict]:
                     else "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
                     "streamlift": __version__}
             rows.append(dict(base, mode="numpy->numpy",
-                             **_timed(lambda: r(kp, conf), a.warmup, a.repeats, sync)))
+                             **_timed(lambda: r(kp, conf), device, a.warmup, a.repeats)))
             if name == "graphs":
                 rep = r.replays[b]
-                rows.append(dict(base, mode="device", **_timed(rep.replay, a.warmup, a.repeats,
-                                                               sync)))
+                rows.append(dict(base, mode="device", **_timed(rep.replay, device, a.warmup,
+                                                               a.repeats)))
             else:
                 x = torch.from_numpy(kp).to(device)
                 c = torch.from_numpy(conf).to(device)
-                rows.append(dict(base, mode="device", **_timed(lambda: fn(x, c), a.warmup,
-                                                               a.repeats, sync)))
+                rows.append(dict(base, mode="device", **_timed(lambda: fn(x, c), device,
+                                                               a.warmup, a.repeats)))
     return rows
 
 
@@ -166,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="torch threads of the compute loop")
             q.add_argument("--no-graphs", action="store_true", help="eager on CUDA")
         else:
-            q.add_argument("--sizes", type=_ladder, default=(1, 2, 4, 8, 16, 32, 64),
+            q.add_argument("--sizes", type=ladder, default=(1, 2, 4, 8, 16, 32, 64),
                            help="batch sizes (comma-separated)")
             q.add_argument("--warmup", type=positive_int, default=5, help="untimed calls")
             q.add_argument("--repeats", type=positive_int, default=30, help="timed calls")

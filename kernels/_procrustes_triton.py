@@ -65,6 +65,12 @@ def _sort_pair(ep, eq, vp0, vp1, vp2, vq0, vq1, vq2):
 
 
 @triton.jit
+def _wsum3(w, a0, a1, a2):
+    """sum_j w_j a_j per set for the three coordinates of (BLOCK_P, J_PAD) tiles -> 3 x (BLOCK_P,)."""
+    return tl.sum(w * a0, axis=1), tl.sum(w * a1, axis=1), tl.sum(w * a2, axis=1)
+
+
+@triton.jit
 def _load_points(X, Y, Wt, sxn, sxj, sxc, syn, syj, syc, swn, swj, p2, j2, m2, eps,
                  HAS_W: tl.constexpr):
     """Centring pass: normalised weights, centroids, centred coordinates (BLOCK_P, J_PAD)."""
@@ -81,15 +87,26 @@ def _load_points(X, Y, Wt, sxn, sxj, sxc, syn, syj, syc, swn, swj, p2, j2, m2, e
     else:
         w = tl.where(m2, 1.0, 0.0)
     wn = w / tl.maximum(tl.sum(w, axis=1), eps)[:, None]  # padding points have weight 0
-    mx0 = tl.sum(wn * x0, axis=1)
-    mx1 = tl.sum(wn * x1, axis=1)
-    mx2 = tl.sum(wn * x2, axis=1)
-    my0 = tl.sum(wn * y0, axis=1)
-    my1 = tl.sum(wn * y1, axis=1)
-    my2 = tl.sum(wn * y2, axis=1)
+    mx0, mx1, mx2 = _wsum3(wn, x0, x1, x2)
+    my0, my1, my2 = _wsum3(wn, y0, y1, y2)
     return (wn, mx0, mx1, mx2, my0, my1, my2,
             x0 - mx0[:, None], x1 - mx1[:, None], x2 - mx2[:, None],
             y0, y1, y2, y0 - my0[:, None], y1 - my1[:, None], y2 - my2[:, None])
+
+
+@triton.jit
+def _load_mat3(base, mask):
+    """A row-major 3x3 matrix per set (9 loads of (BLOCK_P,) vectors, fp32; 0 where masked)."""
+    a00 = tl.load(base + 0, mask=mask, other=0.0).to(tl.float32)
+    a01 = tl.load(base + 1, mask=mask, other=0.0).to(tl.float32)
+    a02 = tl.load(base + 2, mask=mask, other=0.0).to(tl.float32)
+    a10 = tl.load(base + 3, mask=mask, other=0.0).to(tl.float32)
+    a11 = tl.load(base + 4, mask=mask, other=0.0).to(tl.float32)
+    a12 = tl.load(base + 5, mask=mask, other=0.0).to(tl.float32)
+    a20 = tl.load(base + 6, mask=mask, other=0.0).to(tl.float32)
+    a21 = tl.load(base + 7, mask=mask, other=0.0).to(tl.float32)
+    a22 = tl.load(base + 8, mask=mask, other=0.0).to(tl.float32)
+    return a00, a01, a02, a10, a11, a12, a20, a21, a22
 
 
 @triton.jit
@@ -115,15 +132,9 @@ def _procrustes_fwd(X, Y, Wt, R, Sc, T, A, E, V, SIG,
     wx1 = wn * xc1
     wx2 = wn * xc2
     var_x = tl.sum(wx0 * xc0 + wx1 * xc1 + wx2 * xc2, axis=1)
-    h00 = tl.sum(wx0 * yc0, axis=1)
-    h01 = tl.sum(wx0 * yc1, axis=1)
-    h02 = tl.sum(wx0 * yc2, axis=1)
-    h10 = tl.sum(wx1 * yc0, axis=1)
-    h11 = tl.sum(wx1 * yc1, axis=1)
-    h12 = tl.sum(wx1 * yc2, axis=1)
-    h20 = tl.sum(wx2 * yc0, axis=1)
-    h21 = tl.sum(wx2 * yc1, axis=1)
-    h22 = tl.sum(wx2 * yc2, axis=1)
+    h00, h01, h02 = _wsum3(wx0, yc0, yc1, yc2)  # H = sum_j w_j x'_j y'_j^T, row by row
+    h10, h11, h12 = _wsum3(wx1, yc0, yc1, yc2)
+    h20, h21, h22 = _wsum3(wx2, yc0, yc1, yc2)
     # A = H^T H / tr(H^T H) (symmetric: six entries); unit trace, so no overflow in any units
     TINY = _TINY
     a00 = h00 * h00 + h10 * h10 + h20 * h20
@@ -291,15 +302,7 @@ def _procrustes_bwd(X, Y, Wt, R, Sc, V, SIG, GR, GS, GT, GA, GE, DX, DY,
      y0, y1, y2, yc0, yc1, yc2) = _load_points(X, Y, Wt, sxn, sxj, sxc, syn, syj, syc, swn, swj,
                                                p2, j2, m2, eps, HAS_W)
     rb = R + p * 9
-    r00 = tl.load(rb + 0, mask=p_ok, other=0.0).to(tl.float32)
-    r01 = tl.load(rb + 1, mask=p_ok, other=0.0).to(tl.float32)
-    r02 = tl.load(rb + 2, mask=p_ok, other=0.0).to(tl.float32)
-    r10 = tl.load(rb + 3, mask=p_ok, other=0.0).to(tl.float32)
-    r11 = tl.load(rb + 4, mask=p_ok, other=0.0).to(tl.float32)
-    r12 = tl.load(rb + 5, mask=p_ok, other=0.0).to(tl.float32)
-    r20 = tl.load(rb + 6, mask=p_ok, other=0.0).to(tl.float32)
-    r21 = tl.load(rb + 7, mask=p_ok, other=0.0).to(tl.float32)
-    r22 = tl.load(rb + 8, mask=p_ok, other=0.0).to(tl.float32)
+    r00, r01, r02, r10, r11, r12, r20, r21, r22 = _load_mat3(rb, p_ok)
     s = tl.load(Sc + p, mask=p_ok, other=0.0).to(tl.float32)
     zero = tl.zeros((BLOCK_P,), tl.float32)
     zero2 = tl.zeros((BLOCK_P, J_PAD), tl.float32)
@@ -309,15 +312,7 @@ def _procrustes_bwd(X, Y, Wt, R, Sc, V, SIG, GR, GS, GT, GA, GE, DX, DY,
     rx2 = r20[:, None] * xc0 + r21[:, None] * xc1 + r22[:, None] * xc2
     if HAS_GR:
         gb = GR + p * 9
-        g00 = tl.load(gb + 0, mask=p_ok, other=0.0).to(tl.float32)
-        g01 = tl.load(gb + 1, mask=p_ok, other=0.0).to(tl.float32)
-        g02 = tl.load(gb + 2, mask=p_ok, other=0.0).to(tl.float32)
-        g10 = tl.load(gb + 3, mask=p_ok, other=0.0).to(tl.float32)
-        g11 = tl.load(gb + 4, mask=p_ok, other=0.0).to(tl.float32)
-        g12 = tl.load(gb + 5, mask=p_ok, other=0.0).to(tl.float32)
-        g20 = tl.load(gb + 6, mask=p_ok, other=0.0).to(tl.float32)
-        g21 = tl.load(gb + 7, mask=p_ok, other=0.0).to(tl.float32)
-        g22 = tl.load(gb + 8, mask=p_ok, other=0.0).to(tl.float32)
+        g00, g01, g02, g10, g11, g12, g20, g21, g22 = _load_mat3(gb, p_ok)
     else:
         g00, g01, g02, g10, g11, g12, g20, g21, g22 = zero, zero, zero, zero, zero, zero, zero, zero, zero
     if HAS_GS and SCALE:
@@ -405,15 +400,7 @@ def _procrustes_bwd(X, Y, Wt, R, Sc, V, SIG, GR, GS, GT, GA, GE, DX, DY,
         gvar = zero
     # rotation: M = gR R^T, G = V^T M V, Zt = skew(G) / (sigma_k + sigma_l), Z = V Zt V^T
     vb = V + p * 9
-    v00 = tl.load(vb + 0, mask=p_ok, other=0.0)
-    v01 = tl.load(vb + 1, mask=p_ok, other=0.0)
-    v02 = tl.load(vb + 2, mask=p_ok, other=0.0)
-    v10 = tl.load(vb + 3, mask=p_ok, other=0.0)
-    v11 = tl.load(vb + 4, mask=p_ok, other=0.0)
-    v12 = tl.load(vb + 5, mask=p_ok, other=0.0)
-    v20 = tl.load(vb + 6, mask=p_ok, other=0.0)
-    v21 = tl.load(vb + 7, mask=p_ok, other=0.0)
-    v22 = tl.load(vb + 8, mask=p_ok, other=0.0)
+    v00, v01, v02, v10, v11, v12, v20, v21, v22 = _load_mat3(vb, p_ok)
     m00, m01, m02, m10, m11, m12, m20, m21, m22 = _mm(
         g00, g01, g02, g10, g11, g12, g20, g21, g22,
         r00, r10, r20, r01, r11, r21, r02, r12, r22)  # gR R^T

@@ -1,4 +1,4 @@
-"""Choosing the torch device from a --device flag."""
+"""Choosing the torch device by name."""
 
 from __future__ import annotations
 
@@ -12,5 +12,5 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available (use --device cpu)")
+        raise UserError("no CUDA device is available")
     return torch.device(name)

@@ -55,3 +55,50 @@ def test_views_on_the_shipped_sample(tmp_path):
     assert "views: 100%" in r.stderr  # progress shown
     r = run_cli("data", "info", str(out))
     assert r.returncode == 0 and "10 views, 6,000 frames" in r.stdout
+
+
+def test_config_flags_are_the_dataclass_fields():
+    """The parser reads the config fields from their source (so that --help needs no torch):
+    what it reads must be what the dataclasses hold."""
+    import dataclasses
+
+    from streamlift.cli import common
+    from streamlift.lifter.model import LifterConfig
+    from streamlift.prior.model import SCHEDULES, PriorConfig
+    from streamlift.serve.config import ServerConfig
+    from streamlift.train.lifter import DEFAULT_WEIGHTS, TrainConfig
+    from streamlift.train.prior import PriorTrainConfig
+    from streamlift.viz.draw import SECOND_VIEWS
+    from streamlift.windows import MODES
+
+    for where, cls in ((common.LIFTER, LifterConfig), (common.TRAIN, TrainConfig),
+                       (common.PRIOR, PriorConfig), (common.PRIOR_TRAIN, PriorTrainConfig),
+                       (common.SERVER, ServerConfig)):
+        real = {f.name: (f.default, dict(f.metadata)) for f in dataclasses.fields(cls)
+                if f.metadata}
+        assert common.fields(where) == real and real, where
+        assert all(m.get("type") in (None, *common.TYPES) for _, m in real.values())
+    assert common.fields(common.LIFTER)["mode"][1]["choices"] == MODES
+    assert common.fields(common.PRIOR)["schedule"][1]["choices"] == SCHEDULES
+    assert common.constant("streamlift.train.lifter:DEFAULT_WEIGHTS") == DEFAULT_WEIGHTS
+    assert common.constant("streamlift.viz.draw:SECOND_VIEWS") == SECOND_VIEWS
+
+
+def test_command_help_imports_neither_torch_nor_zmq():
+    code = ("import sys\nfrom streamlift.cli import main\n"
+            "for c in ('train', 'eval', 'serve', 'demo', 'train-prior', 'render', 'data views'):\n"
+            "    try:\n        main([*c.split(), '--help'])\n    except SystemExit:\n        pass\n"
+            "print('torch' in sys.modules, 'zmq' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_flag_errors_are_one_line(tmp_path):
+    r = run_cli("data", "views", "--split", "val", "--out", str(tmp_path / "o.npz"))
+    assert r.returncode == 2
+    assert r.stderr.strip() == ("streamlift: error: --split needs --splits (the splits.json "
+                                "that defines it)")
+    r = run_cli("train-prior", "--mocap", "x.npz", "--splits", "s.json", "--out", "p.pt",
+                "--ema", "1.5")
+    assert r.returncode == 2 and "argument --ema: must be in [0, 1), got 1.5" in r.stderr

@@ -6,7 +6,8 @@ scratch folder, in order per file, as one bash script each, after these substitu
 - `../shared/data` and `$D` point at a miniature copy of the shared layout built from the
   shipped CMU sample (two "mocap files", a splits.json), so no shared data is needed;
 - sizes shrink (`--epochs`, `--epoch-windows`, `--steps`, `--frames` ...), see SHRINK.
-A block that cannot run here (an install, a long-running server) carries the marker
+A block that cannot run here (an install, a long-running server), or that another doc's block
+already runs, carries the marker
 `<!-- docs-test: not run; covered by tests/test_x.py -->` (or `.ci/run`) on the line before its
 fence; the test checks the named file exists and mentions the block's command.
 """

@@ -15,6 +15,8 @@ import zmq
 
 from streamlift.serve import protocol as P
 from streamlift.serve.clients import Producer, Subscriber
+from streamlift.serve.messages import (STOP, Ended, EndIn, FrameIn, Skeleton, SkeletonBatch,
+                                      Stop, StreamEnd, decode)
 from streamlift.serve.server import Server, ServerConfig
 from streamlift.lifter.model import LifterConfig, NRSfMFormer, metric_scale
 from streamlift.skeleton import to_h36m
@@ -69,7 +71,7 @@ def handshake(producer, sub, timeout=5.0):
         seq += 1
         m = sub.recv(100)
         while m is not None:
-            if m.get("stream") == "probe":
+            if m.stream == "probe":
                 producer.end("probe")
                 return
             m = sub.recv(0)
@@ -83,12 +85,12 @@ def collect(sub, streams, timeout=20.0):
     deadline = time.monotonic() + timeout
     while len(ended) < len(streams) and time.monotonic() < deadline:
         m = sub.recv(100)
-        if m is None or m.get("stream") not in got:
+        if m is None or m.stream not in got:
             continue
-        if m["type"] == "end":
-            ended[m["stream"]] = m
+        if isinstance(m, StreamEnd):
+            ended[m.stream] = m
         else:
-            got[m["stream"]].append(m)
+            got[m.stream].append(m)
     assert len(ended) == len(streams), f"streams never ended: {set(streams) - set(ended)}"
     return got, ended
 
@@ -123,18 +125,18 @@ def test_many_streams_equal_offline_inference(mode):
     assert stats["batch_max"] > 1  # streams really were batched together
     for s, kp in seqs.items():
         msgs = got[s]
-        assert [m["seq"] for m in msgs] == list(range(len(kp)))  # every frame, in order
-        assert [m["out_seq"] for m in msgs] == list(range(len(kp)))
-        assert ended[s]["reason"] == "end" and ended[s]["published"] == len(kp)
+        assert [m.seq for m in msgs] == list(range(len(kp)))  # every frame, in order
+        assert [m.out_seq for m in msgs] == list(range(len(kp)))
+        assert ended[s].reason == "end" and ended[s].published == len(kp)
+        assert ended[s].frames == len(kp) and ended[s].dropped == 0
         src = to_h36m(kp, "coco17") if s == "coco" else kp
         want = offline(model, src)
-        np.testing.assert_allclose(np.stack([m["joints"] for m in msgs]), want, atol=2e-5)
+        np.testing.assert_allclose(np.stack([m.joints for m in msgs]), want, atol=2e-5)
         m = msgs[0]
-        assert (m["layout"], m["units"], m["mode"], m["window"], m["height_m"]) == \
-            ("h36m17", "m", mode, 9, HEIGHT)
-        assert m["t_capture"] <= m["t_receive"] <= m["t_publish"]
-        assert np.allclose(m["joints"][0], 0)  # root-relative
-        np.testing.assert_allclose(bone_height(np.stack([m["joints"] for m in msgs])), HEIGHT,
+        assert (m.mode, m.window, m.height_m, m.virtual_camera) == (mode, 9, HEIGHT, False)
+        assert m.t_capture <= m.t_receive <= m.t_publish and m.latency_ms >= 0
+        assert np.allclose(m.joints[0], 0)  # root-relative
+        np.testing.assert_allclose(bone_height(np.stack([m.joints for m in msgs])), HEIGHT,
                                    rtol=2e-6)
 
 
@@ -154,9 +156,9 @@ def test_published_skeletons_are_as_tall_as_height_m():
             assert prod.poll_errors(50) == []
             prod.close()
             sub.close()
-        joints = np.stack([m["joints"] for m in got["h"]]).astype(np.float64)
-        assert joints.shape == (25, 17, 3) and ended["h"]["published"] == 25
-        assert {m["height_m"] for m in got["h"]} == {height}
+        joints = np.stack([m.joints for m in got["h"]]).astype(np.float64)
+        assert joints.shape == (25, 17, 3) and ended["h"].published == 25
+        assert {m.height_m for m in got["h"]} == {height}
         np.testing.assert_allclose(bone_height(joints), height, rtol=2e-6)
         np.testing.assert_array_equal(joints[:, 0], 0)  # root-relative: pelvis at the origin
 
@@ -185,9 +187,9 @@ def test_streams_with_intrinsics_are_lifted_through_the_virtual_camera():
         sub.close()
     for name, kp in seqs.items():
         use = None if name == "none" else K
-        joints = np.stack([m["joints"] for m in got[name]])
+        joints = np.stack([m.joints for m in got[name]])
         np.testing.assert_allclose(joints, offline(model, kp, use), atol=2e-5)
-        assert {m["virtual_camera"] for m in got[name]} == {use is not None}
+        assert {m.virtual_camera for m in got[name]} == {use is not None}
     # and K matters: for a subject 250 px off-centre it moves the joints by 14.7 mm on average
     moved = np.linalg.norm(offline(model, seqs["none"], K) - offline(model, seqs["none"]), axis=-1)
     assert 0.010 < moved[:, 1:].mean() < 0.020
@@ -241,7 +243,7 @@ def test_every_bad_input_gets_an_error_and_spares_other_streams():
         assert (dup["stream"], dup["seq"]) == ("b", 5)
         good.end("a")
         got, _ = collect(sub, ["a"])
-        assert [m["seq"] for m in got["a"]] == list(range(40))
+        assert [m.seq for m in got["a"]] == list(range(40))
         assert good.errors == []
         stats = good.request("stats")["stats"]
         want = {}
@@ -290,9 +292,9 @@ def test_producer_that_disconnects_is_evicted_and_its_pending_frames_flushed():
             p.frame("gone", t, kp[t])
         p.close()  # no 'end': the producer just disappears
         got, ended = collect(sub, ["gone"], timeout=10)
-        assert ended["gone"]["reason"] == "idle"
-        assert [m["seq"] for m in got["gone"]] == list(range(15))
-        np.testing.assert_allclose(np.stack([m["joints"] for m in got["gone"]]),
+        assert ended["gone"].reason == "idle"
+        assert [m.seq for m in got["gone"]] == list(range(15))
+        np.testing.assert_allclose(np.stack([m.joints for m in got["gone"]]),
                                    offline(model, kp), atol=2e-5)
         q = Producer(server.input_endpoint)
         q.frame("next", 0, kp[0])
@@ -332,7 +334,7 @@ def test_a_subscriber_that_never_reads_does_not_slow_the_engine():
         assert s["frames_dropped"] == 0 and s["frames_out"] == s["frames_in"] >= 1201
         assert s["latency_ms"]["p99"] < 2000
         for name in ("a", "b", "c"):  # the reading subscriber got everything
-            assert [m["seq"] for m in got[name]] == list(range(400))
+            assert [m.seq for m in got[name]] == list(range(400))
         assert elapsed < 15
         stuck.close(0)
         sub.close()
@@ -357,7 +359,7 @@ def test_server_restart_with_reconnecting_producer_and_subscriber():
         for t in range(10):
             p.frame("cam", t, kp[t])
         first = [sub.recv(2000) for _ in range(10)]
-        assert [m["seq"] for m in first] == list(range(10))
+        assert [m.seq for m in first] == list(range(10))
         server.close()
         server = serve(model, input=inp, output=out)
         # keep streaming as a live producer would; both sides reconnect by themselves
@@ -369,20 +371,52 @@ def test_server_restart_with_reconnecting_producer_and_subscriber():
             t += 1
             m = sub.recv(20)
             while m is not None:
-                if m["type"] == "skeleton":
+                if isinstance(m, Skeleton):
                     seen.append(m)
                 m = sub.recv(0)
         assert len(seen) >= 20, "no skeletons after the restart"
-        assert all(m["seq"] >= 10 for m in seen)
+        assert all(m.seq >= 10 for m in seen)
         # a new server: the stream started over on it (out_seq counts from its first frame;
         # the subscriber may miss the first few while it reconnects, as PUB/SUB does)
-        assert all(m["seq"] - m["out_seq"] >= 10 for m in seen)
+        assert all(m.seq - m.out_seq >= 10 for m in seen)
         assert p.errors == []
     finally:
         p.close()
         sub.close()
         probe.close()
         server.close()
+
+
+def test_decoded_messages_are_exactly_what_was_published():
+    """Skeleton/StreamEnd.to_msg() give back every published key and value, in order."""
+    kp = motion(3, 8)
+    with serve(tiny()) as server:
+        sub = Subscriber(server.output_endpoint)
+        prod = Producer(server.input_endpoint)
+        handshake(prod, sub)
+        raw = zmq.Context.instance().socket(zmq.SUB)
+        raw.setsockopt(zmq.SUBSCRIBE, P.topic("raw"))
+        raw.connect(server.output_endpoint)
+        time.sleep(0.3)  # let the subscription reach the publisher
+        for t in range(3):
+            prod.frame("raw", t, kp[t])
+        prod.end("raw")
+        payloads = []
+        while raw.poll(5000) and len(payloads) < 4:
+            payloads.append(raw.recv_multipart()[1])
+        raw.close(0)
+        prod.close()
+        sub.close()
+    assert len(payloads) == 4
+    for payload in payloads:
+        msg = msgpack.unpackb(payload)
+        back = decode(payload).to_msg()
+        assert list(back) == list(msg)
+        if msg["type"] == "skeleton":
+            np.testing.assert_array_equal(back.pop("joints"), P.unpack_array(msg.pop("joints")))
+        assert back == msg
+    assert [decode(p).out_seq for p in payloads[:3]] == [0, 1, 2]
+    assert isinstance(decode(payloads[3]), StreamEnd) and decode(payloads[3]).published == 3
 
 
 def test_push_producers_and_stats_and_ping():
@@ -399,7 +433,7 @@ def test_push_producers_and_stats_and_ping():
         push.send(b"\xc1")  # an error from a PUSH producer is only counted
         push.send(P.encode({"v": 1, "type": "end", "stream": "pushed"}))
         got, _ = collect(sub, ["pushed"])
-        assert [m["seq"] for m in got["pushed"]] == list(range(12))
+        assert [m.seq for m in got["pushed"]] == list(range(12))
         pong = dealer.request("ping")
         assert pong["type"] == "pong" and abs(pong["t_server"] - time.time()) < 5  # epoch s
         s = dealer.request("stats")["stats"]
@@ -417,30 +451,30 @@ def run_compute(model, items, **cfg):
     """Drive the compute loop synchronously on a list of queue items; return what it publishes."""
     from streamlift.serve.ring import RingStore
     from streamlift.serve.runner import Runner, skeleton_fn
-    from streamlift.serve.server import _STOP
 
     server = Server(model, ServerConfig(height_m=HEIGHT, **cfg), "cpu", log=lambda line: None)
     server.runner = Runner(skeleton_fn(model, HEIGHT), model.cfg.window, 17, "cpu", "eager")
     server.ring = RingStore(server.cfg.max_streams, model.cfg.window + server.cfg.backlog)
     for it in items:
         server._frames.put(it)
-    server._frames.put(_STOP)
-    server._compute_loop()  # returns after _STOP
+    server._frames.put(STOP)
+    server._compute_loop()  # returns after STOP
     out = []
-    while (it := server._out.get_nowait()) is not _STOP:
+    while not isinstance(it := server._out.get_nowait(), Stop):
+        assert isinstance(it, (SkeletonBatch, Ended)), it
         out.append(it)
     server.ctx.term()
     return out, server
 
 
 def frames(name, kp, start=0):
-    return [("frame", P.Frame(name, start + t, 1.0 + t, kp[t, :, :2], kp[t, :, 2]), 2.0 + t)
+    return [FrameIn(P.Frame(name, start + t, 1.0 + t, kp[t, :, :2], kp[t, :, 2]), 2.0 + t)
             for t in range(len(kp))]
 
 
 def published(out, name):
-    rows = [(seq, j) for it in out if it[0] == "batch"
-            for n, seq, j in zip(it[1], it[3], it[6]) if n == name]
+    rows = [(seq, j) for it in out if isinstance(it, SkeletonBatch)
+            for n, seq, j in zip(it.streams, it.seq, it.joints) if n == name]
     return [r[0] for r in rows], np.stack([r[1] for r in rows]) if rows else None
 
 
@@ -449,13 +483,13 @@ def test_compute_loop_skips_frames_beyond_the_lag_limit():
     the rest still equal offline inference (their windows are intact)."""
     model = tiny("causal")
     kp = motion(60, 7)
-    out, server = run_compute(model, frames("a", kp) + [("end", "a", "end")], backlog=20)
+    out, server = run_compute(model, frames("a", kp) + [EndIn("a", "end")], backlog=20)
     seqs, joints = published(out, "a")
     oldest = 60 - (9 + 20) + 8  # n - capacity + (window - 1)
     assert seqs == list(range(oldest, 60))
     np.testing.assert_allclose(joints, offline(model, kp)[oldest:], atol=2e-5)
-    end = [it for it in out if it[0] == "end"][0]
-    assert end[1:] == ("a", "end", 60 - oldest, 60, oldest)  # published, frames, dropped
+    end = [it for it in out if isinstance(it, Ended)][0]
+    assert end == Ended("a", "end", published=60 - oldest, frames=60, dropped=oldest)
     assert server.stats.snapshot()["frames_dropped"] == oldest
 
 
@@ -464,12 +498,16 @@ def test_compute_loop_stream_ending_and_restarting_in_one_tick():
     flushed (centred: its last frames), then the new one starts from scratch."""
     model = tiny("centred")
     a, b = motion(12, 8), motion(5, 9)
-    items = frames("s", a) + [("end", "s", "end")] + frames("s", b, start=100) + \
-        [("end", "s", "end")]
+    items = frames("s", a) + [EndIn("s", "end")] + frames("s", b, start=100) + \
+        [EndIn("s", "end")]
     out, _ = run_compute(model, items, max_streams=1)
-    rows = [(seq, j) for it in out if it[0] == "batch" for seq, j in zip(it[3], it[6])]
+    rows = [(seq, j) for it in out if isinstance(it, SkeletonBatch)
+            for seq, j in zip(it.seq, it.joints)]
     assert [r[0] for r in rows] == list(range(12)) + list(range(100, 105))
     got = np.stack([r[1] for r in rows])
     np.testing.assert_allclose(got[:12], offline(model, a), atol=2e-5)
     np.testing.assert_allclose(got[12:], offline(model, b), atol=2e-5)
-    assert [it[3] for it in out if it[0] == "end"] == [12, 5]
+    assert [it.published for it in out if isinstance(it, Ended)] == [12, 5]
+    # out_seq counts from 0 again for the re-created stream
+    out_seq = [int(o) for it in out if isinstance(it, SkeletonBatch) for o in it.out_seq]
+    assert out_seq == list(range(12)) + list(range(5))

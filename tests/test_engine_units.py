@@ -1,5 +1,7 @@
-"""Engine pieces without sockets: protocol decoding, ring-buffer windows, runner padding."""
+"""Engine pieces without sockets: protocol decoding, published messages and gap counting,
+recording, ring-buffer windows, runner padding."""
 
+import json
 import math
 import re
 
@@ -11,6 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamlift.serve import protocol as P
+from streamlift.serve.clients import Recorder
+from streamlift.serve.messages import Gaps, Skeleton, StreamEnd, UnknownMessage, decode
 from streamlift.serve.ring import RingStore
 from streamlift.serve.runner import Runner, bucket, skeleton_fn
 from streamlift.lifter.model import LifterConfig, NRSfMFormer
@@ -175,6 +179,112 @@ def test_errors_name_the_stream_and_seq_when_known():
         P.decode_request(frame(layout="nope", seq=9))
     msg = e.value.to_msg()
     assert msg["stream"] == "cam0" and msg["seq"] == 9 and msg["type"] == "error"
+
+
+# ------------------------------------------------------------------------ published messages
+def skeleton_msg(stream="cam", out_seq=0, seq=None, joints=None) -> dict:
+    """A published skeleton as the server builds it; every number differs from the others."""
+    j = np.arange(51, dtype=np.float32).reshape(17, 3) / 100 if joints is None else joints
+    return {"v": 1, "type": "skeleton", "layout": "h36m17", "units": "m", "frame": "camera",
+            "root_relative": True, "height_m": 1.83, "mode": "centred", "window": 27,
+            "stream": stream, "seq": out_seq + 40 if seq is None else seq, "out_seq": out_seq,
+            "t_capture": 1.7e9 + 0.25, "t_receive": 1.7e9 + 0.5, "t_publish": 1.7e9 + 0.75,
+            "joints": P.pack_array(j), "virtual_camera": True}
+
+
+def end_msg(stream="cam", published=5) -> dict:
+    return {"v": 1, "type": "end", "stream": stream, "reason": "idle", "frames": published + 3,
+            "published": published, "dropped": 2, "t_publish": 1.7e9 + 9.5}
+
+
+def test_a_published_skeleton_decodes_field_by_field():
+    msg = skeleton_msg("cam0", out_seq=3, seq=47)
+    s = decode(P.encode(msg))
+    assert isinstance(s, Skeleton)
+    assert (s.stream, s.seq, s.out_seq) == ("cam0", 47, 3)
+    assert (s.t_capture, s.t_receive, s.t_publish) == (1.7e9 + 0.25, 1.7e9 + 0.5, 1.7e9 + 0.75)
+    assert (s.mode, s.window, s.height_m, s.virtual_camera) == ("centred", 27, 1.83, True)
+    assert s.joints.dtype == np.float32 and s.joints.shape == (17, 3)
+    np.testing.assert_array_equal(s.joints, np.arange(51, dtype=np.float32).reshape(17, 3) / 100)
+    assert s.latency_ms == pytest.approx(500.0)
+    back = s.to_msg()  # the published dict again, keys in the server's order
+    assert list(back) == list(msg)
+    assert {k: v for k, v in back.items() if k != "joints"} == \
+        {k: v for k, v in msg.items() if k != "joints"}
+
+
+def test_a_published_end_decodes_field_by_field():
+    e = decode(P.encode(end_msg("cam1", published=5)))
+    assert e == StreamEnd("cam1", "idle", frames=8, published=5, dropped=2, t_publish=1.7e9 + 9.5)
+    assert e.to_msg() == end_msg("cam1", published=5)
+    assert list(e.to_msg()) == list(end_msg())
+
+
+@pytest.mark.parametrize("msg", [{"v": 1, "type": "error", "code": "bad_message"},
+                                 {"v": 1, "type": "pose"}, [1, 2], {"v": 1, "type": "end"}])
+def test_other_published_messages_raise_unknown_message(msg):
+    with pytest.raises(UnknownMessage):
+        decode(P.encode(msg))
+    with pytest.raises(UnknownMessage):
+        decode(b"\xc1")
+
+
+def skel(stream, out_seq):
+    return Skeleton.from_msg(skeleton_msg(stream, out_seq))
+
+
+def test_gaps_count_missed_skeletons_per_stream():
+    g = Gaps()
+    assert [g.add(skel("a", k)) for k in (0, 1, 4, 5, 9)] == [0, 0, 2, 0, 3]
+    assert [g.add(skel("b", k)) for k in (0, 2)] == [0, 1]
+    assert (g["a"], g["b"], g["c"], g.total) == (5, 1, 0, 6)
+    assert g.per_stream == {"a": 5, "b": 1}
+
+
+def test_gaps_reset_on_end_so_a_recreated_stream_is_no_gap():
+    g = Gaps()
+    for k in range(6):
+        g.add(skel("a", k))
+    assert g.add(StreamEnd.from_msg(end_msg("a", published=6))) == 0
+    assert [g.add(skel("a", k)) for k in (0, 1, 3)] == [0, 0, 1]  # out_seq from 0 again
+    # skeletons published after the last one seen are missed just before the end
+    assert g.add(StreamEnd.from_msg(end_msg("a", published=7))) == 3
+    assert g.total == 4
+    # an end missed too: a lower out_seq means the stream was re-created
+    g.add(skel("a", 0))
+    g.add(skel("a", 1))
+    assert g.add(skel("a", 0)) == 0 and g.add(skel("a", 2)) == 1
+    assert g.total == 5
+
+
+def test_gaps_from_the_start_or_from_the_first_skeleton_seen():
+    late, early = Gaps(), Gaps(from_start=True)
+    assert late.add(skel("a", 7)) == 0  # joined mid-stream: the first one seen is no gap
+    assert early.add(skel("a", 7)) == 7  # subscribed before the stream's skeleton 0
+    assert late.add(StreamEnd.from_msg(end_msg("x", 4))) == 0  # never seen: nothing known
+    assert early.add(StreamEnd.from_msg(end_msg("x", 4))) == 4
+
+
+def test_recorder_writes_the_published_messages(tmp_path):
+    msgs = [skeleton_msg("a", 0), skeleton_msg("b", 0), skeleton_msg("a", 1), end_msg("a", 2)]
+    for suffix in (".jsonl", ".npz"):
+        rec = Recorder(tmp_path / f"out{suffix}")
+        for m in msgs:
+            rec.add(decode(P.encode(m)))
+        rec.close()
+    lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert lines[3] == end_msg("a", 2)
+    for line, m in zip(lines, msgs):
+        want = dict(m, joints=P.unpack_array(m["joints"]).round(6).tolist()) \
+            if "joints" in m else m
+        assert list(line) == list(want) and line == want
+    z = np.load(tmp_path / "out.npz")
+    assert sorted(z.files) == sorted(f"{s}/{k}" for s in "ab" for k in
+                                     ("joints", "seq", "out_seq", "t_capture", "t_receive",
+                                      "t_publish"))
+    assert z["a/out_seq"].tolist() == [0, 1] and z["a/seq"].tolist() == [40, 41]
+    assert z["a/joints"].shape == (2, 17, 3) and z["a/joints"].dtype == np.float32
+    assert z["b/t_receive"].dtype == np.float64 and z["b/t_receive"][0] == 1.7e9 + 0.5
 
 
 # ------------------------------------------------------------------------------------ ring

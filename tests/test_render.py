@@ -176,12 +176,15 @@ def test_watch_render_records_a_live_stream(weights, tiny_views, tmp_path, capsy
 
 
 def test_live_render_follows_the_first_stream_heard(tmp_path):
+    from streamlift.serve.messages import Skeleton
+
     live = LiveRender(tmp_path / "x.mp4", size=96)
     j = np.random.default_rng(0).normal(0, 0.3, (17, 3)).astype(np.float32)
     for k in range(5):
         for s in ("a", "b"):
-            live.add({"type": "skeleton", "stream": s, "seq": k, "out_seq": k, "joints": j,
-                      "t_capture": 100 + k / 25, "t_publish": 100.01 + k / 25})
+            live.add(Skeleton(stream=s, seq=k, out_seq=k, t_capture=100 + k / 25,
+                              t_receive=100.005 + k / 25, t_publish=100.01 + k / 25, joints=j,
+                              mode="causal", window=27, height_m=1.7, virtual_camera=False))
     assert "rendered 5 frames of stream 'a'" in live.close() and live.fps == 25
 
 
@@ -189,7 +192,7 @@ def test_live_render_follows_the_first_stream_heard(tmp_path):
 def test_show_without_a_display_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    with pytest.raises(UserError, match="--show needs a display and there is none"):
+    with pytest.raises(UserError, match="--show: a window needs a display and there is none"):
         run(["watch", "--show", "--count", "1"])
 
 
@@ -198,7 +201,7 @@ def test_show_with_headless_opencv_is_a_clear_error(monkeypatch):
     if gui != "NONE":
         pytest.skip(f"this OpenCV has a GUI ({gui}); opening a window is not tested")
     monkeypatch.setenv("DISPLAY", ":0")
-    with pytest.raises(UserError, match="--show needs OpenCV with GUI support"):
+    with pytest.raises(UserError, match="--show: a window needs OpenCV with GUI support"):
         run(["watch", "--show", "--count", "1"])
 
 
@@ -223,7 +226,8 @@ def test_intrinsics_are_checked_and_can_be_left_out(tiny_views, tmp_path, capsys
         errors.append([float(x) for x in re.findall(r"N-MPJPE ([\d.]+) mm, PA-MPJPE ([\d.]+) mm",
                                                     line)[0]])
     # the printed errors are frame 300's as eval computes them, lifted with and without K
-    sample = R.sample_views()["salsa_01.cam0"]
+    from streamlift.data.sample import sample_views
+    sample = sample_views()["salsa_01.cam0"]
     model, _ = load_lifter(None, torch.device("cpu"))
     gt = sample.kp3d[[300]]
     for (n, pa), K in zip(errors, (sample.intrinsics, None)):

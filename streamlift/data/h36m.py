@@ -42,7 +42,8 @@ def _load_dict(path: Path, key: str, allow_pickle: bool) -> dict:
     if not allow_pickle:
         raise UserError(f"{path}: VideoPose3D files store dicts that numpy can only read by "
                         "unpickling, which runs code from the file. If you trust it (you made "
-                        "it with VideoPose3D's prepare_data scripts), pass --allow-pickle")
+                        "it with VideoPose3D's prepare_data scripts), allow that "
+                        "(allow_pickle=True)")
     try:
         with np.load(path, allow_pickle=True) as f:
             if key not in f.files:

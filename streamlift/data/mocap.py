@@ -72,7 +72,7 @@ def load_mocap(path: str | Path, splits: str | Path | None = None, split: str | 
     if not p.is_file():
         raise UserError(f"mocap file not found: {p}")
     if split is not None and split != "all" and splits is None:
-        raise UserError("--split needs --splits (the splits.json that defines it)")
+        raise UserError(f"split {split!r} needs a splits file (the splits.json that defines it)")
     src_fps = fps if fps is not None else read_fps(p)
     if src_fps is None or src_fps <= 0:
         raise UserError(f"no frame rate for {p}: no .json beside it names one; pass the source fps")

@@ -1,4 +1,4 @@
-"""Views files: the train/eval interchange format (see ../shared/data/README.md and docs/).
+"""Views files: the train/eval interchange format (docs/views-format.md).
 
 An `.npz` in which each view `K` (one sequence seen by one camera) has:
   `K/kp2d`  float32 (T, 17, 2|3)  pixels, optionally a confidence in [0, 1]
@@ -140,7 +140,7 @@ def make_views(mocap: Mocap, n_cameras: int = 4, seed: int = 0, noise_px: float 
     if noise_px < 0 or not 0 <= drop_prob < 1:
         raise UserError("noise must be >= 0 px and the drop probability in [0, 1)")
     if fps is not None and fps <= 0:
-        raise UserError(f"--fps must be positive, got {fps}")
+        raise UserError(f"fps must be positive, got {fps}")
     dst_fps = fps or mocap.fps
     views: dict[str, View] = {}
     with progress_bar(len(mocap.sequences), "views", "seq", progress) as bar:

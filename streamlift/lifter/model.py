@@ -32,13 +32,17 @@ FORMAT = "streamlift-lifter-v1"
 @dataclass
 class LifterConfig:
     num_joints: int = H36M17.num_joints
-    window: int = 27  # frames per window, T
-    dim: int = 64  # token width
-    depth: int = 4  # spatial/temporal block pairs
-    heads: int = 2
+    # `metadata`: the command-line flag of a field (streamlift.cli.common.add_config)
+    window: int = field(default=27, metadata={"help": "frames per window", "type": "positive_int"})
+    dim: int = field(default=64, metadata={"help": "token width", "type": "positive_int"})
+    depth: int = field(default=4, metadata={"help": "spatial/temporal block pairs",
+                                            "type": "positive_int"})
+    heads: int = field(default=2, metadata={"help": "attention heads", "type": "positive_int"})
     mlp_ratio: float = 2.0
     dropout: float = 0.0
-    mode: str = "causal"  # which frame of the window an estimate is for: the last, or the middle
+    mode: str = field(default="causal", metadata={  # windows.MODES
+        "help": "causal: an estimate is for the window's newest frame; centred: for its middle "
+                "one", "choices": ("causal", "centred")})
 
     def __post_init__(self):
         check_mode(self.mode)

@@ -26,7 +26,7 @@ def denoise_error(prior: MotionPrior, x0: torch.Tensor, ts=(50, 100, 200, 300),
     for t in ts:
         eps = torch.randn(x0.shape, device=x0.device, generator=g)
         tt = torch.full((x0.shape[0],), int(t), device=x0.device, dtype=torch.long)
-        x0_hat = prior.predict_x0(prior.q_sample(x0, tt, eps), tt)
+        x0_hat = prior(prior.q_sample(x0, tt, eps), tt)  # the clean estimate
         err += (x0_hat - x0).square().mean(dim=(1, 2, 3))
     return err / len(ts)
 

@@ -55,5 +55,5 @@ def prior_loss(prior: MotionPrior, X: torch.Tensor, t_range=(0.05, 0.4), stride:
     with torch.no_grad():
         t = torch.randint(lo, hi + 1, (x0.shape[0],), device=dev, generator=generator)
         eps = torch.randn(x0.shape, device=dev, generator=generator, dtype=x0.dtype)
-        x0_hat = prior.predict_x0(prior.q_sample(x0.detach(), t, eps), t)
+        x0_hat = prior(prior.q_sample(x0.detach(), t, eps), t)  # the clean estimate
     return (x0 - x0_hat.detach()).square().mean()

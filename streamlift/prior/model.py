@@ -22,7 +22,7 @@ one CPU core it trains in minutes.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn as nn
@@ -39,12 +39,17 @@ SCHEDULES = ("cosine", "linear")
 @dataclass
 class PriorConfig:
     num_joints: int = H36M17.num_joints
-    window: int = 9  # Tp, frames per motion window
-    width: int = 320  # hidden width of the residual MLP
-    blocks: int = 4  # residual blocks
+    # `metadata`: the command-line flag of a field (streamlift.cli.common.add_config)
+    window: int = field(default=9, metadata={  # Tp
+        "help": "frames per motion window", "type": "positive_int"})
+    width: int = field(default=320, metadata={  # of the residual MLP
+        "help": "denoiser hidden width", "type": "positive_int"})
+    blocks: int = field(default=4, metadata={"help": "denoiser residual blocks",
+                                             "type": "positive_int"})
     time_dim: int = 64  # sinusoidal embedding size of the diffusion step
     diffusion_steps: int = 1000
-    schedule: str = "cosine"
+    schedule: str = field(default="cosine", metadata={"help": "DDPM noise schedule",
+                                                      "choices": SCHEDULES})
     data_std: float = 1.0  # per-coordinate std of scale-normalised training windows
     # Training augmentation, kept with the weights for provenance and for the prior check.
     dt_min: float = 1 / 60  # seconds between consecutive window frames, sampled log-uniformly
@@ -157,9 +162,6 @@ class MotionPrior(nn.Module):
         """(x0, eps) implied by an x0 prediction at x_t, step t."""
         ab = self._ab(t)
         return x0, (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
-
-    def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self(x_t, t)
 
     def loss(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The training loss: MSE of the x0 prediction at a uniformly random step."""

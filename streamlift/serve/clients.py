@@ -16,6 +16,7 @@ import numpy as np
 import zmq
 
 from streamlift.serve import protocol as P
+from streamlift.serve.messages import Published, Skeleton, UnknownMessage, decode
 from streamlift.errors import UserError
 from streamlift.progress import bar as progress_bar
 
@@ -99,13 +100,23 @@ class Subscriber:
         for s in streams or [""]:
             self.sock.setsockopt(zmq.SUBSCRIBE, P.topic(s) if s else b"skel/")
         self.sock.connect(endpoint)
+        self.skipped = 0  # published messages that were neither a skeleton nor an end
 
-    def recv(self, timeout_ms: int = 1000) -> dict | None:
-        """The next message (skeleton or end) as a dict, or None after timeout_ms."""
-        if not self.sock.poll(timeout_ms, zmq.POLLIN):
-            return None
-        _topic, payload = self.sock.recv_multipart()
-        return P.decode_output(payload)
+    def recv(self, timeout_ms: int = 1000) -> Published | None:
+        """The next `Skeleton` or `StreamEnd`, or None after timeout_ms.
+
+        Published messages of any other type (or malformed ones) are skipped, as clients skip
+        unknown keys; `skipped` counts them."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        wait = timeout_ms
+        while self.sock.poll(wait, zmq.POLLIN):
+            _topic, payload = self.sock.recv_multipart()
+            try:
+                return decode(payload)
+            except UnknownMessage:
+                self.skipped += 1
+                wait = max(0, int(1000 * (deadline - time.monotonic())))
+        return None
 
     def close(self) -> None:
         self.sock.close()
@@ -185,18 +196,19 @@ class Recorder:
     def __init__(self, path: Path | None):
         self.path = Path(path) if path is not None else None
         if self.path is not None and self.path.suffix not in (".npz", ".jsonl"):
-            raise UserError(f"--out must end in .npz or .jsonl, got {self.path.name}")
-        self.rows: dict[str, list[dict]] = {}
+            raise UserError(f"a recording must end in .npz or .jsonl, got {self.path.name}")
+        self.rows: dict[str, list[Skeleton]] = {}
         self._jsonl = open(self.path, "w") if self.path and self.path.suffix == ".jsonl" else None
 
-    def add(self, msg: dict) -> None:
+    def add(self, msg: Published) -> None:
+        """Keep one `Skeleton` (or, in .jsonl, also a `StreamEnd`) as published."""
         if self._jsonl is not None:
-            out = dict(msg)
+            out = msg.to_msg()
             if "joints" in out:
                 out["joints"] = np.asarray(out["joints"]).round(6).tolist()
             self._jsonl.write(json.dumps(out) + "\n")
-        elif msg.get("type") == "skeleton" and self.path is not None:
-            self.rows.setdefault(msg["stream"], []).append(msg)
+        elif isinstance(msg, Skeleton) and self.path is not None:
+            self.rows.setdefault(msg.stream, []).append(msg)
 
     def close(self) -> None:
         if self._jsonl is not None:
@@ -204,11 +216,11 @@ class Recorder:
         elif self.path is not None:
             out = {}
             for s, rows in self.rows.items():
-                out[f"{s}/joints"] = np.stack([r["joints"] for r in rows]).astype(np.float32)
+                out[f"{s}/joints"] = np.stack([r.joints for r in rows]).astype(np.float32)
                 for k in ("seq", "out_seq"):
-                    out[f"{s}/{k}"] = np.array([r[k] for r in rows], np.int64)
+                    out[f"{s}/{k}"] = np.array([getattr(r, k) for r in rows], np.int64)
                 for k in ("t_capture", "t_receive", "t_publish"):
-                    out[f"{s}/{k}"] = np.array([r[k] for r in rows], np.float64)
+                    out[f"{s}/{k}"] = np.array([getattr(r, k) for r in rows], np.float64)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "wb") as f:
                 np.savez(f, **out)

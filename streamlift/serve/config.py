@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from streamlift.serve.protocol import MAX_MESSAGE_BYTES
 
@@ -12,16 +12,38 @@ DEFAULT_LADDER = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 @dataclass
 class ServerConfig:
-    input: str = "tcp://127.0.0.1:5555"  # ROUTER, for DEALER producers (errors answered)
-    output: str = "tcp://127.0.0.1:5556"  # PUB, one topic per stream
-    pull: str | None = None  # optional PULL, for PUSH producers (errors only counted)
-    height_m: float = 1.70
-    max_streams: int = 256
-    idle_timeout_s: float = 10.0
-    max_message_bytes: int = MAX_MESSAGE_BYTES
-    pub_hwm: int = 1000  # messages queued per subscriber before PUB drops
+    # `metadata`: the command-line flag of a field (streamlift.cli.common.add_config)
+    input: str = field(default="tcp://127.0.0.1:5555", metadata={
+        "help": "ROUTER endpoint producers connect DEALER sockets to (errors are answered there)"})
+    output: str = field(default="tcp://127.0.0.1:5556", metadata={
+        "help": "PUB endpoint subscribers connect to; topic 'skel/<stream>/'"})
+    pull: str | None = field(default=None, metadata={
+        "help": "also bind a PULL endpoint for PUSH producers (their errors are only counted: "
+                "PUSH cannot receive replies)"})
+    height_m: float = field(default=1.70, metadata={
+        "help": "subject height the skeletons are scaled to, metres (a monocular lifter only "
+                "knows shape up to scale)", "type": "positive_float"})
+    max_streams: int = field(default=256, metadata={
+        "help": "concurrent streams; a new stream beyond it gets 'too_many_streams'",
+        "type": "positive_int"})
+    idle_timeout_s: float = field(default=10.0, metadata={
+        "flag": "--idle-timeout", "type": "positive_float",
+        "help": "seconds without a frame after which a stream is ended and its slot freed"})
+    max_message_bytes: int = field(default=MAX_MESSAGE_BYTES, metadata={
+        "help": "larger messages are refused with 'too_large'", "type": "positive_int"})
+    pub_hwm: int = field(default=1000, metadata={
+        "help": "skeletons queued per subscriber before PUB drops (slow subscribers see gaps in "
+                "out_seq; the engine never waits for them)", "type": "positive_int"})
     queue_limit: int = 8192  # frames waiting for the compute loop before `overloaded`
-    backlog: int = 128  # frames per stream the compute loop may fall behind before skipping
-    threads: int | None = None  # torch threads in the compute loop (None: torch's default)
+    backlog: int = field(default=128, metadata={
+        "flag": "--max-lag", "type": "positive_int",
+        "help": "frames a stream may wait for the compute loop; beyond it the stream's oldest "
+                "frames are skipped (counted as dropped) so latency stays bounded"})
+    threads: int | None = field(default=None, metadata={
+        "help": "torch threads of the compute loop (default: torch's choice)",
+        "type": "positive_int"})
     backend: str | None = None  # 'graphs' | 'eager' | 'standin'; None: graphs on CUDA
-    sizes: tuple[int, ...] = DEFAULT_LADDER
+    sizes: tuple[int, ...] = field(default=DEFAULT_LADDER, metadata={
+        "flag": "--batch-sizes", "type": "ladder",
+        "help": "comma-separated CUDA-graph batch ladder; a tick's batch is padded to the next "
+                "size up"})

@@ -16,6 +16,7 @@ import torch
 
 from streamlift.data.sample import sample_streams
 from streamlift.serve.clients import Producer, Subscriber, replay
+from streamlift.serve.messages import Gaps, Skeleton, StreamEnd
 from streamlift.serve.server import Server, ServerConfig
 from streamlift.lifter.model import NRSfMFormer
 
@@ -35,37 +36,14 @@ def run_demo(model: NRSfMFormer, device: torch.device, streams: int = 5, fps: fl
 
     `intrinsics`: send each stream's camera matrix with its frames (the server then lifts
     through a virtual camera looking at the subject)."""
-    from streamlift.metrics import n_mpjpe, pa_mpjpe
-
     kp2d, kp3d, sample_fps, K = sample_streams(streams, noise_px)
     # on CPU the clips play slower than captured: the same windows, within the CPU's rate
     fps = fps or (sample_fps if device.type == "cuda" else min(sample_fps, CPU_FPS))
     cfg = ServerConfig(input="tcp://127.0.0.1:*", output="tcp://127.0.0.1:*", height_m=height_m,
                        max_streams=max(streams, 1), threads=threads, idle_timeout_s=30.0)
-    received: dict[str, list[dict]] = {s: [] for s in kp2d}
-    ends: set[str] = set()
-    done = threading.Event()
     with Server(model, cfg, device, log=log) as server:
-        sub = Subscriber(server.output_endpoint)
-        ready = threading.Event()
-
-        def collect():
-            ready.set()
-            while not done.is_set():
-                msg = sub.recv(100)
-                if msg is None:
-                    continue
-                if msg["type"] == "skeleton":
-                    received[msg["stream"]].append(msg)
-                elif msg["type"] == "end":
-                    ends.add(msg["stream"])
-                    if len(ends) == len(kp2d):
-                        done.set()
-            sub.close()
-
-        t = threading.Thread(target=collect, name="demo-subscriber", daemon=True)
-        t.start()
-        ready.wait(5)
+        collector = _Collector(Subscriber(server.output_endpoint), list(kp2d))
+        collector.start()
         producer = Producer(server.input_endpoint)
         producer.request("ping", 5.0)  # the server is up and answering
         time.sleep(0.3)  # PUB/SUB: let the subscription reach the publisher before frame 0
@@ -75,38 +53,75 @@ def run_demo(model: NRSfMFormer, device: torch.device, streams: int = 5, fps: fl
             f"{device} ({server.runner.backend})")
         res = replay(producer, kp2d, fps, frames, progress=progress,
                      intrinsics=K if intrinsics else None)
-        done.wait(10.0 + 0.01 * res.sent)  # every stream's 'end' (or give up, bounded)
-        done.set()
-        t.join(5)
+        collector.finish(10.0 + 0.01 * res.sent)  # every stream's 'end' (or give up, bounded)
         stats = producer.request("stats", 5.0)["stats"]
         producer.close()
-
-    pred, gt, lat = [], [], []
-    gaps = 0
-    for s, msgs in received.items():
-        for m in msgs:
-            pred.append(m["joints"] * 1000.0)  # metres -> mm
-            gt.append(kp3d[s][m["seq"]])
-            lat.append(1e3 * (m["t_publish"] - m["t_capture"]))
-        outs = [m["out_seq"] for m in msgs]
-        gaps += (max(outs) + 1 - len(outs)) if outs else 0
-    received_n = len(pred)
-    report = {
+    return {
         "frames_sent": res.sent,
-        "frames_received": received_n,
-        "latency_ms_p50": float(np.percentile(lat, 50)) if lat else None,
-        "latency_ms_p99": float(np.percentile(lat, 99)) if lat else None,
-        "pa_mpjpe_mm": float(pa_mpjpe(np.stack(pred), np.stack(gt))) if pred else None,
-        "n_mpjpe_mm": float(n_mpjpe(np.stack(pred), np.stack(gt))) if pred else None,
+        **_accuracy(collector.received, kp3d),
         "streams": len(kp2d),
         "fps": fps,
         "seconds": round(res.seconds, 3),
         "send_errors": len(res.errors),
-        "subscriber_gaps": gaps,
+        "subscriber_gaps": collector.gaps.total,
         "intrinsics": intrinsics,
         "mode": model.cfg.mode,
         "window": model.cfg.window,
         "device": str(device),
         "server": stats,
     }
-    return report
+
+
+class _Collector:
+    """A subscriber thread keeping every stream's skeletons until each stream has ended."""
+
+    def __init__(self, sub: Subscriber, streams: list[str]):
+        self.sub, self.streams = sub, streams
+        self.received: dict[str, list[Skeleton]] = {s: [] for s in streams}
+        self.gaps = Gaps(from_start=True)  # subscribed before any stream's first skeleton
+        self.ended: set[str] = set()
+        self.done = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-subscriber", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(5)
+
+    def _run(self) -> None:
+        self._ready.set()
+        while not self.done.is_set():
+            msg = self.sub.recv(100)
+            if msg is None:
+                continue
+            self.gaps.add(msg)
+            if isinstance(msg, Skeleton):
+                self.received[msg.stream].append(msg)
+            elif isinstance(msg, StreamEnd):
+                self.ended.add(msg.stream)
+                if len(self.ended) == len(self.streams):
+                    self.done.set()
+        self.sub.close()
+
+    def finish(self, timeout: float) -> None:
+        """Wait up to `timeout` s for every stream's end, then stop the thread."""
+        self.done.wait(timeout)
+        self.done.set()
+        self._thread.join(5)
+
+
+def _accuracy(received: dict[str, list[Skeleton]], kp3d: dict[str, np.ndarray]) -> dict:
+    """Latency percentiles and PA-/N-MPJPE (mm) of the received skeletons against the truth."""
+    from streamlift.metrics import n_mpjpe, pa_mpjpe
+
+    skels = [(s, m) for s, msgs in received.items() for m in msgs]
+    pred = np.stack([m.joints * 1000.0 for _, m in skels]) if skels else None  # metres -> mm
+    gt = np.stack([kp3d[s][m.seq] for s, m in skels]) if skels else None
+    lat = [m.latency_ms for _, m in skels]
+    return {
+        "frames_received": len(skels),
+        "latency_ms_p50": float(np.percentile(lat, 50)) if lat else None,
+        "latency_ms_p99": float(np.percentile(lat, 99)) if lat else None,
+        "pa_mpjpe_mm": float(pa_mpjpe(pred, gt)) if skels else None,
+        "n_mpjpe_mm": float(n_mpjpe(pred, gt)) if skels else None,
+    }

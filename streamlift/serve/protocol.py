@@ -178,6 +178,26 @@ def _decode_frame(msg: dict, stream: str) -> Frame:
     seq = _int(msg, "seq", stream)
     if seq < 0:
         raise ProtocolError("bad_value", f"seq must be >= 0, got {seq}", stream, seq)
+    t = _timestamp(msg, stream, seq)
+    layout = msg.get("layout", H36M17.name)
+    if layout not in LAYOUTS:
+        raise ProtocolError("unknown_layout", f"joint layout {_short(layout)}; known: "
+                                              f"{sorted(LAYOUTS)}", stream, seq)
+    kp, conf = _keypoints(msg, layout, stream, seq)
+    if msg.get("image_size") is not None:  # optional, checked but not used
+        _camera_field(msg, "image_size", stream, seq)
+    # optional; intrinsics select the virtual camera
+    K = None if msg.get("intrinsics") is None else _camera_field(msg, "intrinsics", stream, seq)
+    if layout != H36M17.name:
+        M, src = _TO_H36M[layout]
+        kp = M @ kp  # (17, 2) H36M order
+        conf = np.where(src, conf[None, :], np.float32(1)).min(axis=1)  # (17,)
+    return Frame(stream, seq, float(t), np.ascontiguousarray(kp, np.float32),
+                 np.ascontiguousarray(conf, np.float32), K)
+
+
+def _timestamp(msg: dict, stream: str, seq: int) -> float:
+    """The checked 't_capture' (seconds since the Unix epoch)."""
     t = msg.get("t_capture")
     if not isinstance(t, (int, float)) or isinstance(t, bool):
         raise ProtocolError("bad_message", "'t_capture' must be a number (seconds since the "
@@ -186,17 +206,23 @@ def _decode_frame(msg: dict, stream: str) -> Frame:
         raise ProtocolError("not_finite", "'t_capture' is NaN or infinite", stream, seq)
     if t <= 0:
         raise ProtocolError("bad_value", f"'t_capture' must be > 0, got {t}", stream, seq)
-    layout = msg.get("layout", H36M17.name)
-    if layout not in LAYOUTS:
-        raise ProtocolError("unknown_layout", f"joint layout {_short(layout)}; known: "
-                                              f"{sorted(LAYOUTS)}", stream, seq)
-    if "kp" not in msg:
-        raise ProtocolError("bad_message", "missing 'kp' (keypoints)", stream, seq)
+    return t
+
+
+def _field_array(msg: dict, key: str, stream: str, seq: int) -> np.ndarray:
+    """`unpack_array` of msg[key], its error tagged with the frame's stream and seq."""
     try:
-        kp = unpack_array(msg["kp"], "kp")
-        conf = None if msg.get("conf") is None else unpack_array(msg["conf"], "conf")
+        return unpack_array(msg[key], key)
     except ProtocolError as e:
         raise ProtocolError(e.code, e.message, stream, seq) from None
+
+
+def _keypoints(msg: dict, layout: str, stream: str, seq: int) -> tuple[np.ndarray, np.ndarray]:
+    """The checked keypoints (J, 2) and confidences (J,) of the frame's own layout."""
+    if "kp" not in msg:
+        raise ProtocolError("bad_message", "missing 'kp' (keypoints)", stream, seq)
+    kp = _field_array(msg, "kp", stream, seq)
+    conf = None if msg.get("conf") is None else _field_array(msg, "conf", stream, seq)
     nj = LAYOUTS[layout].num_joints
     if kp.shape not in ((nj, 2), (nj, 3)):
         raise ProtocolError("bad_shape", f"kp has shape {list(kp.shape)}; expected [{nj}, 2] or "
@@ -217,36 +243,28 @@ def _decode_frame(msg: dict, stream: str) -> Frame:
     if conf.min() < 0 or conf.max() > 1:
         raise ProtocolError("bad_value", f"confidences must lie in [0, 1], got values from "
                                          f"{conf.min():g} to {conf.max():g}", stream, seq)
-    K = None
-    for key in ("image_size", "intrinsics"):  # optional; intrinsics select the virtual camera
-        if msg.get(key) is not None:
-            try:
-                a = unpack_array(msg[key], key)
-            except ProtocolError as e:
-                raise ProtocolError(e.code, e.message, stream, seq) from None
-            want = (2,) if key == "image_size" else (3, 3)
-            if a.shape != want:
-                raise ProtocolError("bad_shape", f"{key} has shape {list(a.shape)}; expected "
-                                                 f"{list(want)}", stream, seq)
-            if key == "image_size":  # [width, height], pixels
-                if not np.isfinite(a).all():
-                    raise ProtocolError("not_finite", "image_size contains NaN or infinity",
-                                        stream, seq)
-                if a.min() <= 0:
-                    raise ProtocolError("bad_value", f"image_size [width, height] must be > 0, "
-                                                     f"got {a.tolist()}", stream, seq)
-            else:
-                try:
-                    K = check_intrinsics(a).astype(np.float32)
-                except ValueError as e:
-                    code = "not_finite" if not np.isfinite(a).all() else "bad_value"
-                    raise ProtocolError(code, str(e), stream, seq) from None
-    if layout != H36M17.name:
-        M, src = _TO_H36M[layout]
-        kp = M @ kp  # (17, 2) H36M order
-        conf = np.where(src, conf[None, :], np.float32(1)).min(axis=1)  # (17,)
-    return Frame(stream, seq, float(t), np.ascontiguousarray(kp, np.float32),
-                 np.ascontiguousarray(conf, np.float32), K)
+    return kp, conf
+
+
+def _camera_field(msg: dict, key: str, stream: str, seq: int) -> np.ndarray:
+    """The checked 'image_size' [width, height] (pixels) or 'intrinsics' K (3, 3) float32."""
+    a = _field_array(msg, key, stream, seq)
+    want = (2,) if key == "image_size" else (3, 3)
+    if a.shape != want:
+        raise ProtocolError("bad_shape", f"{key} has shape {list(a.shape)}; expected "
+                                         f"{list(want)}", stream, seq)
+    if key == "image_size":
+        if not np.isfinite(a).all():
+            raise ProtocolError("not_finite", "image_size contains NaN or infinity", stream, seq)
+        if a.min() <= 0:
+            raise ProtocolError("bad_value", f"image_size [width, height] must be > 0, "
+                                             f"got {a.tolist()}", stream, seq)
+        return a
+    try:
+        return check_intrinsics(a).astype(np.float32)
+    except ValueError as e:
+        code = "not_finite" if not np.isfinite(a).all() else "bad_value"
+        raise ProtocolError(code, str(e), stream, seq) from None
 
 
 # ---------------------------------------------------------------------------------- encoding
@@ -269,7 +287,10 @@ def topic(stream: str) -> bytes:
 
 
 def decode_output(raw: bytes) -> dict:
-    """A published message -> dict, with 'joints' as a (17, 3) float32 array when present."""
+    """A server message -> dict, with 'joints' as a (17, 3) float32 array when present.
+
+    Producers read their replies (error, stats, pong) with it; subscribers use
+    `streamlift.serve.messages.decode`, which gives a typed Skeleton or StreamEnd."""
     msg = msgpack.unpackb(raw, raw=False)
     if isinstance(msg, dict) and "joints" in msg:
         msg["joints"] = unpack_array(msg["joints"], "joints")

@@ -1,4 +1,4 @@
-"""The streaming server: ingest thread -> compute thread -> publish thread (DESIGN.md section 4).
+"""The streaming server: ingest thread -> compute thread -> publish thread.
 
     producers --DEALER/PUSH--> [ingest: decode, validate, seq checks, eviction] --queue-->
     [compute: ring buffers, one batch of windows per tick, runner] --queue-->
@@ -22,6 +22,8 @@ import torch
 import zmq
 
 from streamlift.serve import protocol as P
+from streamlift.serve.messages import (SKELETON_CONSTANTS, STOP, Ended, EndIn, FrameIn,
+                                       SkeletonBatch, Stop, StreamEnd)
 from streamlift.serve.ring import RingStore, StreamState
 from streamlift.serve.config import ServerConfig
 from streamlift.serve.runner import Runner, skeleton_fn
@@ -31,7 +33,6 @@ from streamlift.serve.stats import Stats
 from streamlift.virtual_camera import from_virtual
 from streamlift.windows import lookahead, target_index
 
-_STOP = ("stop",)
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
@@ -67,8 +68,9 @@ class Server:
         self.stats = Stats()
         self.ctx = zmq.Context()
         self._stop = threading.Event()
-        self._frames: queue.Queue = queue.Queue()  # ingest -> compute (bounded by queue_limit)
-        self._out: queue.Queue = queue.Queue()  # compute -> publish
+        # ingest -> compute: FrameIn | EndIn | Stop (bounded by queue_limit)
+        self._frames: queue.Queue = queue.Queue()
+        self._out: queue.Queue = queue.Queue()  # compute -> publish: SkeletonBatch | Ended | Stop
         self._threads: list[threading.Thread] = []
         self._error: BaseException | None = None
         self.input_endpoint = self.output_endpoint = self.pull_endpoint = None
@@ -142,8 +144,8 @@ class Server:
             except BaseException as e:  # surface a crashed thread to the caller and stop all
                 self._error = e
                 self._stop.set()
-                self._frames.put(_STOP)
-                self._out.put(_STOP)
+                self._frames.put(STOP)
+                self._out.put(STOP)
         return run
 
     def stop(self) -> None:
@@ -197,13 +199,13 @@ class Server:
                     for name in [n for n, s in streams.items()
                                  if now - s.last_seen > self.cfg.idle_timeout_s]:
                         del streams[name]
-                        self._frames.put(("end", name, "idle"))
+                        self._frames.put(EndIn(name, "idle"))
                     with self.stats.lock:
                         self.stats.active = len(streams)
             for name in streams:  # shutdown: flush every stream's pending frames
-                self._frames.put(("end", name, "shutdown"))
+                self._frames.put(EndIn(name, "shutdown"))
         finally:
-            self._frames.put(_STOP)
+            self._frames.put(STOP)
             router.close(0)
             if pull is not None:
                 pull.close(0)
@@ -226,7 +228,7 @@ class Server:
                 self._admit(obj, streams)
             elif kind == "end":
                 if streams.pop(obj, None) is not None:
-                    self._frames.put(("end", obj, "end"))
+                    self._frames.put(EndIn(obj, "end"))
                     with self.stats.lock:
                         self.stats.active = len(streams)
             elif kind == "stats" and can_reply:
@@ -270,7 +272,7 @@ class Server:
         with self.stats.lock:
             self.stats.frames_in += 1
             self.stats.active = len(streams)
-        self._frames.put(("frame", f, time.time()))
+        self._frames.put(FrameIn(f, time.time()))
 
     # ------------------------------------------------------------------------------ compute
     def _compute_loop(self) -> None:
@@ -293,32 +295,34 @@ class Server:
             touched: dict[int, StreamState] = {}  # by slot: a name may end and restart in a tick
             ended: list[tuple[StreamState, str]] = []
             for item in items:
-                if item[0] == "frame":
-                    _, f, t_recv = item
+                if isinstance(item, FrameIn):
+                    f = item.frame
                     st = streams.get(f.stream)
                     if st is None:
                         if not self.ring.free_slots:
                             # a stream ended in this very tick still holds its slot: finish it
                             self._finish(touched, ended)
                         st = streams[f.stream] = self.ring.open(f.stream)
-                    self.ring.push(st, f.kp, f.conf, f.seq, f.t_capture, t_recv, f.K)
+                    self.ring.push(st, f.kp, f.conf, f.seq, f.t_capture, item.t_receive, f.K)
                     touched[st.slot] = st
-                elif item[0] == "end":
-                    st = streams.pop(item[1], None)
+                elif isinstance(item, EndIn):
+                    st = streams.pop(item.stream, None)
                     if st is not None:
                         st.ended = True
                         touched[st.slot] = st
-                        ended.append((st, item[2]))
+                        ended.append((st, item.reason))
                 else:
+                    assert isinstance(item, Stop), item
                     stopping = True
             self._finish(touched, ended)
-        self._out.put(_STOP)
+        self._out.put(STOP)
 
     def _finish(self, touched: dict, ended: list) -> None:
         """Run the tick for the touched streams, then retire the ended ones (and clear both)."""
         self._tick(list(touched.values()))
         for st, reason in ended:
-            self._out.put(("end", st.name, reason, st.out_seq, st.n, st.dropped))
+            self._out.put(Ended(st.name, reason, published=st.out_seq, frames=st.n,
+                                dropped=st.dropped))
             self.ring.close(st)
         if ended:
             with self.stats.lock:
@@ -367,8 +371,10 @@ class Server:
             joints = self.runner(kp, conf)  # (b, J, 3) metres, in each frame's virtual camera
             if virtual[sel].any():  # rot is the identity for streams without K
                 joints = from_virtual(joints, rot[sel])
-            self._out.put(("batch", [owners[j].name for j in sel], out_seq[sel], seq[sel],
-                           t_cap[sel], t_recv[sel], joints, virtual[sel]))
+            self._out.put(SkeletonBatch(
+                streams=[owners[j].name for j in sel], out_seq=out_seq[sel], seq=seq[sel],
+                t_capture=t_cap[sel], t_receive=t_recv[sel], joints=joints,
+                virtual_camera=virtual[sel]))
         dt = 1e3 * (time.perf_counter() - t0)
         with self.stats.lock:
             self.stats.batches[len(owners)] += 1
@@ -376,35 +382,33 @@ class Server:
 
     # ------------------------------------------------------------------------------ publish
     def _publish_loop(self, pub: zmq.Socket) -> None:
-        base = {"v": P.VERSION, "type": "skeleton", "layout": "h36m17", "units": "m",
-                "frame": "camera", "root_relative": True, "height_m": self.cfg.height_m,
-                "mode": self.mode, "window": self.window}
+        base = {"v": P.VERSION, "type": "skeleton", **SKELETON_CONSTANTS,
+                "height_m": self.cfg.height_m, "mode": self.mode, "window": self.window}
         try:
             while True:
                 item = self._out.get()
-                if item is _STOP:
+                if isinstance(item, Stop):
                     break
-                if item[0] == "end":
-                    _, name, reason, out_seq, n, dropped = item
-                    pub.send_multipart([P.topic(name), P.encode(
-                        {"v": P.VERSION, "type": "end", "stream": name, "reason": reason,
-                         "frames": int(n), "published": int(out_seq), "dropped": int(dropped),
-                         "t_publish": time.time()})])
+                if isinstance(item, Ended):
+                    end = StreamEnd(item.stream, item.reason, frames=int(item.frames),
+                                    published=int(item.published), dropped=int(item.dropped),
+                                    t_publish=time.time())
+                    pub.send_multipart([P.topic(item.stream), P.encode(end.to_msg())])
                     continue
-                _, names, out_seq, seq, t_cap, t_recv, joints, virtual = item
                 lat, srv = [], []
-                for i, name in enumerate(names):
+                for i, name in enumerate(item.streams):
                     t_pub = time.time()
-                    msg = dict(base, stream=name, seq=int(seq[i]), out_seq=int(out_seq[i]),
-                               t_capture=float(t_cap[i]), t_receive=float(t_recv[i]),
-                               t_publish=t_pub, joints=P.pack_array(joints[i]),
-                               virtual_camera=bool(virtual[i]))
+                    msg = dict(base, stream=name, seq=int(item.seq[i]),
+                               out_seq=int(item.out_seq[i]), t_capture=float(item.t_capture[i]),
+                               t_receive=float(item.t_receive[i]), t_publish=t_pub,
+                               joints=P.pack_array(item.joints[i]),
+                               virtual_camera=bool(item.virtual_camera[i]))
                     # PUB never blocks: a subscriber whose queue is at SNDHWM just misses this
                     pub.send_multipart([P.topic(name), P.encode(msg)])
-                    lat.append(1e3 * (t_pub - t_cap[i]))
-                    srv.append(1e3 * (t_pub - t_recv[i]))
+                    lat.append(1e3 * (t_pub - item.t_capture[i]))
+                    srv.append(1e3 * (t_pub - item.t_receive[i]))
                 with self.stats.lock:
-                    self.stats.frames_out += len(names)
+                    self.stats.frames_out += len(item.streams)
                     self.stats.latency.extend(lat)
                     self.stats.server_ms.extend(srv)
         finally:

@@ -38,20 +38,27 @@ DEFAULT_WEIGHTS = {
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20
-    epoch_windows: int = 32768  # windows drawn per epoch (targets drawn uniformly over frames)
-    batch: int = 64
-    lr: float = 1e-3
+    # `metadata`: the command-line flag of a field (streamlift.cli.common.add_config)
+    epochs: int = field(default=20, metadata={"help": "epochs", "type": "positive_int"})
+    epoch_windows: int = field(default=32768, metadata={  # targets drawn uniformly over frames
+        "help": "windows per epoch", "type": "positive_int"})
+    batch: int = field(default=64, metadata={"help": "windows per step", "type": "positive_int"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate",
+                                              "type": "positive_float"})
     weight_decay: float = 1e-4
     warmup_steps: int = 200
-    seed: int = 0
+    seed: int = field(default=0, metadata={"help": "random seed", "type": "int"})
     flip_prob: float = 0.5  # mirror the 2D (x -> -x, left <-> right): still a valid 2D sequence
     noise_px: float = 3.0  # per window, 2D noise of std ~ U(0, noise_px) pixels (detector-like)
     val_frames: int = 4096  # validation target frames (fixed sample)
     weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     prior: str | None = None  # path of a diffusion prior checkpoint; None = no prior loss
-    prior_weight: float = 2.0
-    prior_t_range: tuple = (0.05, 0.4)
+    prior_weight: float = field(default=2.0, metadata={"help": "weight of the prior loss",
+                                                       "type": "non_negative"})
+    prior_t_range: tuple = field(default=(0.05, 0.4), metadata={
+        "help": "diffusion steps the prior loss noises at, as fractions of its schedule; higher "
+                "steps let the prior move a pose further, e.g. flip a limb's depth",
+        "type": "float", "nargs": 2, "metavar": ("LO", "HI")})
     intrinsics: bool = True  # see views with a camera matrix through a virtual camera (README)
     perspective: bool = True  # reproject through the focal length of views that have one
 

@@ -1,4 +1,5 @@
-"""Unsupervised training losses for the NRSfMFormer: they see 2D only (DESIGN.md section 1).
+"""Unsupervised training losses for the NRSfMFormer: they see 2D only (reprojection, Procrustean
+canonicalisation, smoothness, bone priors; the diffusion prior's loss is `streamlift.prior.loss`).
 
 All losses work on a `LifterOutput` in the model's normalised units and return scalars.
 """

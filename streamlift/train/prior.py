@@ -8,7 +8,7 @@ and at the end.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,13 +23,22 @@ from streamlift.train.loop import Optimiser
 
 @dataclass
 class PriorTrainConfig:
-    steps: int = 30000  # optimiser steps
-    batch: int = 256  # windows per step
-    lr: float = 1e-3  # peak AdamW learning rate (linear warm-up, cosine decay)
-    ema: float = 0.999  # decay of the weight average that is saved (0: save the last weights)
-    seed: int = 0  # seed of the weights and of the window sampling
-    ckpt_every: int = 2000  # write the checkpoints every this many steps
-    time_limit: float | None = None  # stop after this many seconds (the schedule follows steps)
+    # `metadata`: the command-line flag of a field (streamlift.cli.common.add_config)
+    steps: int = field(default=30000, metadata={"help": "optimizer steps", "type": "positive_int"})
+    batch: int = field(default=256, metadata={"help": "windows per step", "type": "positive_int"})
+    lr: float = field(default=1e-3, metadata={
+        "help": "peak AdamW learning rate (linear warm-up, cosine decay)",
+        "type": "positive_float"})
+    ema: float = field(default=0.999, metadata={
+        "help": "decay of the weight average that is saved (0 disables it: the last weights are "
+                "saved)", "type": "probability"})
+    seed: int = field(default=0, metadata={"help": "seed of weights and window sampling",
+                                           "type": "int"})
+    ckpt_every: int = field(default=2000, metadata={
+        "help": "write the checkpoints every this many steps", "type": "positive_int"})
+    time_limit: float | None = field(default=None, metadata={
+        "help": "stop after this many seconds of training and save (the learning-rate schedule "
+                "still follows the number of steps)", "type": "positive_float"})
 
 
 def state_path(out: Path) -> Path:

@@ -32,29 +32,23 @@ class LiveRender:
         self.pending: list[tuple[float, np.ndarray]] = []  # frames before the clip's fps is known
         self.frames = 0
         self.quit = False  # the window was closed with q / Esc
-        self._last_out: int | None = None
         self.missed = 0
 
-    def add(self, msg: dict) -> None:
-        if msg.get("type") == "end" and msg.get("stream") == self.stream:
-            self._last_out = None  # the id may be used again, counting out_seq from 0
-        if msg.get("type") != "skeleton":
-            return
+    def add(self, skel, missed: int = 0) -> None:
+        """Draw one skeleton (a `streamlift.serve.messages.Skeleton`) if it is of the stream
+        followed; `missed`: that stream's skeletons the subscriber has missed so far (its
+        `Gaps` count), written on the frame."""
         if self.stream is None:
-            self.stream = msg["stream"]
+            self.stream = skel.stream
             print(f"watch: rendering stream {self.stream!r}", file=sys.stderr)
-        if msg["stream"] != self.stream:
+        if skel.stream != self.stream:
             return
-        if self._last_out is not None and msg["out_seq"] > self._last_out + 1:
-            self.missed += msg["out_seq"] - self._last_out - 1
-        self._last_out = msg["out_seq"]
-        lat = 1e3 * (msg["t_publish"] - msg["t_capture"])
+        self.missed = missed
         info = FrameInfo(title=f"stream {self.stream}",
-                         lines=(f"seq {msg['seq']}, latency {lat:.0f} ms",
-                                f"{msg.get('mode', '?')} window {msg.get('window', '?')}, "
-                                f"{msg.get('height_m', 0):.2f} m tall",
+                         lines=(f"seq {skel.seq}, latency {skel.latency_ms:.0f} ms",
+                                f"{skel.mode} window {skel.window}, {skel.height_m:.2f} m tall",
                                 f"missed {self.missed}"))
-        img = self.r.frame(np.asarray(msg["joints"], np.float64) * 1000.0, info=info)
+        img = self.r.frame(np.asarray(skel.joints, np.float64) * 1000.0, info=info)
         self.frames += 1
         if self.show:
             import cv2
@@ -65,7 +59,7 @@ class LiveRender:
                 self.quit = True  # q, Esc, or the window closed
         if self.out is not None:
             if self.clip is None:
-                self.pending.append((float(msg["t_capture"]), img))
+                self.pending.append((float(skel.t_capture), img))
                 if len(self.pending) >= 10 or self.fps is not None:
                     self._open()
             else:

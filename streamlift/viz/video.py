@@ -14,13 +14,14 @@ EXTENSIONS = (".png", ".mp4")
 WINDOW = "streamlift"
 
 
-def check_output(path: Path, allowed: tuple[str, ...] = EXTENSIONS, flag: str = "--out") -> Path:
-    """Refuse an unsupported extension or an unwritable place before any work is done."""
+def check_output(path: Path, allowed: tuple[str, ...] = EXTENSIONS, what: str = "output") -> Path:
+    """Refuse an unsupported extension or an unwritable place before any work is done; `what`
+    names the path in the error (a caller may name it as its user knows it)."""
     path = Path(path)
     if path.suffix.lower() not in allowed:
-        raise UserError(f"{flag} must end in {' or '.join(allowed)}, got {path.name!r}")
+        raise UserError(f"{what} must end in {' or '.join(allowed)}, got {path.name!r}")
     if path.is_dir():
-        raise UserError(f"{flag} {path} is a directory; name a file")
+        raise UserError(f"{what} {path} is a directory; name a file")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -70,14 +71,14 @@ def check_display() -> None:
     must have been built with a GUI (opencv-python-headless has none)."""
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
                                                  or os.environ.get("WAYLAND_DISPLAY")):
-        raise UserError("--show needs a display and there is none (DISPLAY and WAYLAND_DISPLAY "
-                        "are unset, e.g. over ssh or in a container); record a clip with "
-                        "--render clip.mp4 instead, or use ssh -X")
+        raise UserError("a window needs a display and there is none (DISPLAY and WAYLAND_DISPLAY "
+                        "are unset, e.g. over ssh or in a container); record a clip instead, "
+                        "or use ssh -X")
     import cv2
 
     try:
         cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE)
     except cv2.error:
-        raise UserError("--show needs OpenCV with GUI support, and this OpenCV has none "
+        raise UserError("a window needs OpenCV with GUI support, and this OpenCV has none "
                         "(opencv-python-headless?): pip install opencv-python, or record a "
-                        "clip with --render clip.mp4") from None
+                        "clip") from None
