@@ -25,3 +25,11 @@ def shared_data_dir() -> Path | None:
         if (c / "splits.json").is_file():
             return c
     return None
+
+
+def write_json(path: Path, obj) -> None:
+    """Write `obj` as indented JSON to `path`, making its folder."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1) + "\n")

@@ -1,21 +1,21 @@
-"""What the commands share: value types, the help formatter, flags made from config dataclass
-fields, the flags many commands take, and library errors reported as errors of a flag."""
+"""What the commands share: value types, flags made from dataclass fields, library errors as a
+flag's."""
 
 from __future__ import annotations
 
 import argparse
 import ast
-import functools
 import math
 from contextlib import contextmanager
 from pathlib import Path
 
-import streamlift
 from streamlift.errors import UserError
+from streamlift.sources import constant, dataclass_node, fields  # noqa: F401 (constant: for cli)
 
 LIFTER, TRAIN = "streamlift.lifter.model:LifterConfig", "streamlift.train.lifter:TrainConfig"
 PRIOR, PRIOR_TRAIN = "streamlift.prior.model:PriorConfig", "streamlift.train.prior:PriorTrainConfig"
 SERVER = "streamlift.serve.config:ServerConfig"
+RUN = "streamlift.lifter.options:RunOptions"
 
 
 def _checked(cast, ok, want: str, name: str):
@@ -46,7 +46,8 @@ def ladder(s: str) -> tuple[int, ...]:
 
 
 TYPES = {"int": int, "float": float, "positive_int": positive_int, "non_negative": non_negative,
-         "positive_float": positive_float, "probability": probability, "ladder": ladder}
+         "positive_float": positive_float, "probability": probability, "ladder": ladder,
+         "count": count, "path": Path}
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -61,57 +62,36 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-# ------------------------------------------ config fields, read from source: no torch imported
-@functools.cache
-def _source(module: str) -> ast.Module:
-    path = Path(streamlift.__file__).parent.joinpath(*module.split(".")[1:])
-    return ast.parse((path / "__init__.py" if path.is_dir() else path.with_suffix(".py"))
-                     .read_text())
-
-
-def _value(node: ast.expr, module: str):
-    """An expression of a module's source, with the module-level constants it names."""
-    names = {n.id: constant(f"{module}:{n.id}") for n in ast.walk(node) if isinstance(n, ast.Name)}
-    return eval(compile(ast.Expression(node), module, "eval"), {"__builtins__": {}}, names)
-
-
-def constant(where: str):
-    """The value of a module-level constant "module:NAME" (followed through imports)."""
-    module, name = where.split(":")
-    for st in _source(module).body:
-        if isinstance(st, ast.Assign) and name in [getattr(t, "id", "") for t in st.targets]:
-            return _value(st.value, module)
-        for a in st.names if isinstance(st, ast.ImportFrom) else ():
-            if (a.asname or a.name) == name:
-                return constant(f"{st.module}:{a.name}")
-    raise LookupError(f"{name} is not a constant of {module}")
-
-
-@functools.cache
-def fields(where: str) -> dict[str, tuple[object, dict]]:
-    """name -> (default, metadata) of the fields of dataclass "module:Class" that have metadata."""
-    module, cls = where.split(":")
-    body = next(n for n in _source(module).body if getattr(n, "name", "") == cls).body
-    calls = [(n.target.id, {k.arg: k.value for k in n.value.keywords}) for n in body
-             if isinstance(n, ast.AnnAssign) and isinstance(n.value, ast.Call)]
-    return {name: (_value(kw["default"], module), _value(kw["metadata"], module))
-            for name, kw in calls if "metadata" in kw}
-
-
-def add_config(p, where: str, names: str, only_given: bool = False, **helps: str) -> None:
-    """A flag for each field in `names` of dataclass `where`, dest the field's name. only_given:
-    the default is None (a flag left out keeps --config's value) and the field's is in the help."""
-    for name in names.split():
+def add_config(p, where: str, names: str | None = None, only_given: bool = False,
+               **changed) -> None:
+    """A flag for each field in `names` (default: all) of dataclass `where`, dest the field's
+    name; a False default makes a switch; `changed`: another help (a str) or metadata and
+    default (a dict) for some. only_given: the default is None (a flag left out keeps
+    --config's value) and the field's is in the help."""
+    for name in names.split() if names else fields(where):
         default, meta = fields(where)[name]
-        text = helps.get(name, meta["help"])
+        meta = {**meta, **({"help": changed[name]} if isinstance(changed.get(name), str)
+                           else changed.get(name, {}))}
+        default, text = meta.pop("default", default), meta["help"]
         if only_given:
             shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
             text, default = f"{text} (default {shown})", None
         opt = meta.get("flag", "--" + name.replace("_", "-"))
-        kw = {k: meta[k] for k in ("choices", "nargs", "metavar") if k in meta}
+        if default is False:
+            p.add_argument(opt, dest=name, help=text, action="store_true")
+            continue
+        kw = {k: meta[k] for k in ("choices", "nargs", "metavar", "required", "action")
+              if k in meta}
         kw.setdefault("metavar", None if "choices" in kw else opt[2:].upper().replace("-", "_"))
         p.add_argument(opt, dest=name, help=text, default=default,
                        type=TYPES.get(meta.get("type")), **kw)
+
+
+def options(a: argparse.Namespace, where: str):
+    """The dataclass "module:Class" made from the flags add_config made of its fields."""
+    module, cls = where.split(":")
+    values = {k: getattr(a, k) for k in fields(where)}
+    return getattr(__import__(module, fromlist=[cls]), cls)(**values)
 
 
 def given(a: argparse.Namespace, names: str) -> dict:
@@ -119,41 +99,21 @@ def given(a: argparse.Namespace, names: str) -> dict:
     return {k: getattr(a, k) for k in names.split() if getattr(a, k) is not None}
 
 
-# --------------------------------------------------------------------- flags many commands take
-SHARED = {
-    "device": dict(default="auto", choices=["auto", "cpu", "cuda"],
-                   help="where to run; auto picks CUDA when there is one"),
-    "threads": dict(type=positive_int, default=None,
-                    help="torch CPU threads (default: torch's choice; 1 is best when the cores "
-                         "are shared)"),
-    "quiet": dict(action="store_true", help="no progress bar"),
-    "json": dict(type=Path, default=None, help="also write the results here (JSON)"),
-    "weights": dict(type=Path, default=None, metavar="W.pt",
-                    help="lifter checkpoint (default: the trained lifter shipped in the package, "
-                         "streamlift/assets/lifter.pt)"),
-    "mode": dict(default=None, help="check that the checkpoint was trained for this mode"),
-}
-
-
 def shared(p, *names: str, **changed) -> None:
-    """The SHARED flags `names`, and those of `changed` with another help (a str) or keywords."""
-    for name in (*names, *changed):
-        kw = dict(SHARED[name], **({"help": changed[name]} if isinstance(changed.get(name), str)
-                                   else changed.get(name, {})))
-        if name == "mode":
-            kw["choices"] = fields(LIFTER)["mode"][1]["choices"]
-        p.add_argument("--" + name, **kw)
+    """The flags `names` many commands take (lifter.options.RunOptions), and those of
+    `changed` with another help (a str) or metadata (a dict)."""
+    add_config(p, RUN, " ".join((*names, *changed)), **changed)
 
 
-def command(sub, name: str, func, help: str, **kw) -> argparse.ArgumentParser:
-    """A subcommand run by `func`; its --help describes it with func's docstring."""
-    p = sub.add_parser(name, help=help, description=func.__doc__, formatter_class=HelpFormatter,
-                       **kw)
+def command(sub, name: str, func, help: str, doc: str = "", **kw) -> argparse.ArgumentParser:
+    """A subcommand run by `func`; its --help describes it with func's docstring, or with that
+    of the options dataclass "module:Class" `doc`."""
+    p = sub.add_parser(name, help=help, formatter_class=HelpFormatter, **kw,
+                       description=ast.get_docstring(dataclass_node(doc)) if doc else func.__doc__)
     p.set_defaults(func=func)
     return p
 
 
-# ------------------------------------------------------------------- library errors, as flags'
 @contextmanager
 def flag(name: str, hint: str = ""):
     """A library error (a ValueError) raised inside, reported as one of the flag `name`."""
@@ -163,15 +123,21 @@ def flag(name: str, hint: str = ""):
         raise UserError(f"{name}: {e}{hint}") from None
 
 
+def report(a: argparse.Namespace, text: str, results: dict) -> None:
+    """Print a command's report, and write its results to --json when given."""
+    from streamlift.paths import write_json
+
+    print(text)
+    if a.json is not None:
+        write_json(a.json, results)
+
+
 def device(name: str, threads: int | None = None):
     """The torch device of --device (after torch.set_num_threads(--threads), when given)."""
     from streamlift.device import pick_device
 
-    if threads:
-        import torch
-        torch.set_num_threads(threads)
     with flag(f"--device {name}", " (use --device cpu)"):
-        return pick_device(name)
+        return pick_device(name, threads)
 
 
 def load_model(weights, device, window: int | None = None, mode: str | None = None):

@@ -114,3 +114,19 @@ def import_2d(path: str | Path, out: str | Path, allow_pickle: bool = False,
         raise UserError(f"{path}: no views" + (f" for subjects {subjects}" if subjects else ""))
     save_views(out, views)
     return {"views": len(views), "frames": int(sum(v.frames for v in views.values()))}
+
+
+def run_import(c) -> str:
+    """The imports a data.options.ImportConfig asks for (its files checked by the caller); the
+    report, a line per file written."""
+    lines = []
+    if c.in3d is not None:
+        r = import_3d(c.in3d, c.out, c.allow_pickle)
+        lines.append(f"wrote {c.out}: {r['sequences']} sequences, {r['frames']:,} frames at 50 "
+                     f"fps; splits in {r['splits_path']} "
+                     f"({', '.join(f'{k} {v}' for k, v in r['splits'].items())})")
+    if c.in2d is not None:
+        r = import_2d(c.in2d, c.out_views, c.allow_pickle, c.subjects)
+        lines.append(f"wrote {c.out_views}: {r['views']} views, {r['frames']:,} frames of "
+                     "detector 2D")
+    return "\n".join(lines)

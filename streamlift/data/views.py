@@ -157,3 +157,33 @@ def make_views(mocap: Mocap, n_cameras: int = 4, seed: int = 0, noise_px: float 
                                         cam.K.astype(np.float32), cam.extrinsics)
             bar.update()
     return views
+
+
+def write_views(c, progress: bool = True) -> str:
+    """Make and save the views a data.options.ViewsConfig describes; the report line."""
+    from streamlift.data.mocap import load_mocap
+    from streamlift.paths import SAMPLE_MOCAP
+
+    mocap = load_mocap(c.mocap or SAMPLE_MOCAP, c.splits, c.split, fps=c.src_fps)
+    views = make_views(mocap, c.cameras, c.seed, c.noise_px, c.drop_prob, c.fps,
+                       tuple(c.image_size), progress=progress)
+    save_views(c.out, views)
+    noise = (f"noise {c.noise_px:g} px, drop {c.drop_prob:g}"
+             if c.noise_px or c.drop_prob else "exact 2D")
+    return (f"wrote {c.out}: {len(views)} views ({len(mocap.sequences)} sequences x {c.cameras} "
+            f"cameras), {sum(v.frames for v in views.values()):,} frames at "
+            f"{c.fps or mocap.fps:g} fps, {noise}, seed {c.seed} "
+            f"({Path(c.out).stat().st_size / 2**20:.1f} MB)")
+
+
+def summary(path: Path) -> str:
+    """A views file's shapes checked, and summarised in two lines."""
+    views = load_views(path).values()
+    frames = [v.frames for v in views]
+    fps = sorted({v.fps for v in views if v.fps is not None})
+    conf = np.concatenate([v.confidence().ravel() for v in views])
+    return (f"{path}: {len(views)} views, {sum(frames):,} frames "
+            f"(per view {min(frames)}-{max(frames)}, median {int(np.median(frames))})\n"
+            f"  fps: {', '.join(f'{f:g}' for f in fps) or 'not given'}; 3D ground truth in "
+            f"{sum(v.kp3d is not None for v in views)}/{len(views)} views; "
+            f"joints with confidence 0: {100 * (conf == 0).mean():.2f}%")

@@ -98,3 +98,20 @@ def format_table(result: dict) -> str:
     return "\n".join(rows)
 
 
+
+
+def evaluate_file(model: NRSfMFormer, weights, c, device="cpu", progress: bool = True):
+    """evaluate() on the views file of an eval.options.EvalConfig: the printed report and the
+    results (with mode, window, weights and data) for JSON."""
+    from streamlift.data import load_views
+
+    res = evaluate(model, load_views(c.data), device, c.batch, progress=progress,
+                   intrinsics=not c.no_intrinsics)
+    mode, window = model.cfg.mode, model.cfg.window
+    text = (f"{c.data}: {res['views']} views, {res['frames']:,} frames, {mode} mode, "
+            f"window {window}, weights {weights}\n"
+            f"virtual camera (the views' intrinsics): {res['virtual_camera_views']} of "
+            f"{res['views']} views" + (" (--no-intrinsics)" if c.no_intrinsics else "")
+            + "\n" + format_table(res))
+    return text, {**res, "mode": mode, "window": window, "weights": str(weights),
+                  "data": str(c.data)}

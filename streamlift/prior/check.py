@@ -192,3 +192,15 @@ def format_check(r: dict) -> str:
                          f"{f['reprojection']:.3f}; nearer the real one in "
                          f"{f['nearer_real_frac']:.0%} of windows")
     return "\n".join(lines)
+
+
+def check_from(prior: MotionPrior, c) -> tuple[str, dict]:
+    """run_check as a prior.options.CheckConfig says: the printed report (ending PASS or FAIL)
+    and the results with 'pass' and 'failures'."""
+    r = run_check(prior, c.mocap, c.splits, c.split, c.windows, c.samples, c.ddim_steps, c.seed,
+                  c.fit_windows, c.fit_weight)
+    fails = prior_check_passes(r)
+    text = (f"check-prior {c.prior} on the {c.split} split of "
+            f"{', '.join(p.name for p in c.mocap)}:\n{format_check(r)}\n"
+            + ("PASS" if not fails else "FAIL: " + "; ".join(fails)))
+    return text, {**r, "pass": not fails, "failures": fails}

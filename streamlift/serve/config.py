@@ -8,14 +8,16 @@ from streamlift.serve.protocol import MAX_MESSAGE_BYTES
 
 # CUDA-graph batch sizes: a tick's batch is padded to the next size up
 DEFAULT_LADDER = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+INPUT = "tcp://127.0.0.1:5555"
+OUTPUT = "tcp://127.0.0.1:5556"
 
 
 @dataclass
 class ServerConfig:
     # `metadata`: the command-line flag of a field (streamlift.cli.common.add_config)
-    input: str = field(default="tcp://127.0.0.1:5555", metadata={
+    input: str = field(default=INPUT, metadata={
         "help": "ROUTER endpoint producers connect DEALER sockets to (errors are answered there)"})
-    output: str = field(default="tcp://127.0.0.1:5556", metadata={
+    output: str = field(default=OUTPUT, metadata={
         "help": "PUB endpoint subscribers connect to; topic 'skel/<stream>/'"})
     pull: str | None = field(default=None, metadata={
         "help": "also bind a PULL endpoint for PUSH producers (their errors are only counted: "

@@ -20,20 +20,11 @@ from streamlift.metrics import n_mpjpe, pa_mpjpe
 from streamlift.progress import bar as progress_bar
 from streamlift.train import losses as L
 from streamlift.train.loop import Optimiser
+from streamlift.train.options import DEFAULT_WEIGHTS
 from streamlift.train.sampler import WindowSampler, draw_batch
 from streamlift.virtual_camera import from_virtual
 from streamlift.windows import default_batch
 
-DEFAULT_WEIGHTS = {
-    "reprojection": 1.0,
-    "canonicalisation": 1.0,
-    "smoothness": 1.0,
-    "bone_constancy": 0.5,
-    "bone_symmetry": 0.5,
-    "bone_proportions": 1.0,
-    "depth_extent": 0.05,
-    "deformation": 0.01,
-}
 
 
 @dataclass
@@ -241,3 +232,36 @@ def _save(out: str, run: _Run) -> None:
                           "history": run.history, "train_config": cfg},
                     train={"config": cfg, "epoch": run.epoch, "history": run.history,
                            **run.opt.state_dict()})
+
+
+def loss_weights(base: dict, items) -> dict:
+    """DEFAULT_WEIGHTS, updated by `base` and by "NAME=W" strings (ValueError on a bad one)."""
+    weights = dict(DEFAULT_WEIGHTS, **base)
+    for item in items:
+        name, _, val = item.partition("=")
+        if name not in DEFAULT_WEIGHTS:
+            raise ValueError(f"{item}: unknown loss {name!r}; known: {', '.join(DEFAULT_WEIGHTS)}")
+        try:
+            weights[name] = float(val)
+        except ValueError:
+            raise ValueError(f"{item}: {val!r} is not a number") from None
+    return weights
+
+
+def read_configs(path) -> tuple[dict, dict]:
+    """The 'model' and 'train' objects of a JSON config file (None: two empty dicts)."""
+    import json
+
+    try:
+        cfg = json.loads(Path(path).read_text()) if path else {}
+        return dict(cfg.get("model", {})), dict(cfg.get("train", {}))
+    except (OSError, json.JSONDecodeError, AttributeError) as e:
+        raise ValueError(str(e)) from None
+
+
+def make_configs(model_kw: dict, train_kw: dict):
+    """LifterConfig and TrainConfig of these keywords, a UserError if they are not valid."""
+    try:
+        return LifterConfig(**model_kw), TrainConfig(**train_kw)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"bad configuration: {e}") from None

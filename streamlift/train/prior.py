@@ -122,3 +122,36 @@ def _run(model, opt: Optimiser, sampler, cfg: PriorTrainConfig, g, elapsed: floa
                 break
     save(elapsed)
     return loss_avg
+
+
+def sample_to_file(prior: MotionPrior, c, device, progress: bool = True) -> str:
+    """Draw `c.n` windows (a prior.options.SampleConfig) by deterministic DDIM, write them to
+    `c.out` ('samples' in the prior's units, 'samples_mm' scaled to c.height_mm); the report."""
+    import numpy as np
+
+    from streamlift.lifter.model import metric_scale
+    from streamlift.prior.data import normalise
+    from streamlift.skeleton import H36M17
+
+    g = torch.Generator(device=device).manual_seed(c.seed)
+    out = []
+    with bar(c.n, "sample-prior", "window", progress) as b:
+        for i in range(0, c.n, 1024):
+            out.append(prior.sample(min(1024, c.n - i), c.steps, generator=g).cpu())
+            b.update(len(out[-1]))
+    x = normalise(torch.cat(out))[0]  # (N, Tp, J, 3), RMS root distance 1
+    np.savez(c.out, samples=x.numpy().astype(np.float32),
+             samples_mm=metric_scale(x, c.height_mm).numpy().astype(np.float32),
+             joints=np.array(H36M17.joints), ddim_steps=np.int64(c.steps))
+    return f"wrote {c.out}: {c.n} windows of {prior.cfg.window} frames ({c.steps} DDIM steps)"
+
+
+def train_to_file(files, model_cfg: PriorConfig, cfg: PriorTrainConfig, device, resume: bool,
+                  progress: bool = True, log=print, meta: dict | None = None) -> str:
+    """train_prior on the mocap, splits and out of a prior.options.PriorFiles; the report."""
+    out = Path(files.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    m = train_prior(files.mocap, files.splits, out, model_cfg, cfg, device, resume, progress,
+                    log=log, meta=meta)
+    return (f"wrote {out}: {m['steps']} steps in {m['train_seconds']:.0f}s, loss {m['loss']:.4f} "
+            f"({out.stat().st_size / 2**20:.1f} MB); resume state {state_path(out)}")

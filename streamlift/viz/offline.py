@@ -78,3 +78,59 @@ def render_view(model, view, name: str, out: Path, frames: list[int], device="cp
     return RenderResult(out, name, [int(k) for k in fr], r.shape,
                         None if errs is None else float(errs[0].mean()),
                         None if errs is None else float(errs[1].mean()))
+
+
+def pick_view(views_path: Path | None, name: str | None, intrinsics: bool = True):
+    """(name, view, where it is from) of view `name` (default: the first; salsa_01.cam0 for the
+    shipped sample) of a views file, else of the shipped sample; without its camera matrix when
+    not `intrinsics`."""
+    import dataclasses
+
+    from streamlift.data import load_views
+    from streamlift.data.sample import sample_views
+    from streamlift.errors import UserError
+
+    if views_path is None:
+        views, where = sample_views(), "the shipped sample"
+        names = list(views)
+        name = name or "salsa_01.cam0"
+    else:
+        where = str(views_path)
+        try:
+            with np.load(views_path, allow_pickle=False) as z:
+                names = [k.rsplit("/", 1)[0] for k in z.files if k.endswith("/kp2d")]
+        except Exception:  # missing or unreadable: let load_views say so in its words
+            load_views(views_path)
+            raise
+        if not names:
+            load_views(views_path)  # its own error: no views in the file
+        name = name or names[0]
+    if name not in names:
+        few = ", ".join(names[:6]) + (f", ... ({len(names)} views)" if len(names) > 6 else "")
+        raise UserError(f"{where} has no view {name!r}; available: {few}")
+    view = views[name] if views_path is None else load_views(views_path, [name])[name]
+    return name, view if intrinsics else dataclasses.replace(view, intrinsics=None), where
+
+
+def report(res: RenderResult, where: str, lifter: str) -> str:
+    """The line `streamlift render` prints of what it wrote."""
+    png, frames = res.out.suffix.lower() == ".png", res.frames
+    what = f"frame {frames[0]}" if png else f"frames {frames[0]}-{frames[-1]}"
+    err = ("" if res.n_mpjpe is None else
+           f"; N-MPJPE {res.n_mpjpe:.1f} mm, PA-MPJPE {res.pa_mpjpe:.1f} mm"
+           + ("" if png else " (mean over the clip)"))
+    return (f"wrote {res.out} ({res.shape[1]}x{res.shape[0]}): {what} of {res.view} from "
+            f"{where}, {lifter}{err}")
+
+
+def frames_to_draw(name: str, n: int, png: bool, first: int | None, count: int | None,
+                   what: str = "first frame") -> list[int]:
+    """The frames of a view of `n` frames to draw: for a .png one (`first`, default the middle
+    one), for a clip `count` (default: all) from `first` (default 0). `what` names `first` in
+    the error."""
+    from streamlift.errors import UserError
+
+    k = first if first is not None else (n // 2 if png else 0)
+    if not 0 <= k < n:
+        raise UserError(f"{what} {k} is out of range: {name} has {n} frames (0-{n - 1})")
+    return [k] if png else list(range(k, min(n, k + (count or n))))

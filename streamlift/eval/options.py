@@ -1,0 +1,24 @@
+"""The settings of `streamlift eval` (its flags are made from these fields,
+streamlift.cli.common.add_config); nothing heavy is imported here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class EvalConfig:
+    """Lift every frame of every view (each the target of its own window, padded at the start
+    as streaming pads) and print MPJPE, N-MPJPE and PA-MPJPE in mm, overall and per action
+    group. MPJPE scales the prediction to the subject's height (the view's median ground-truth
+    skeleton height)."""
+    data: Path = field(default=None, metadata={
+        "type": "path", "required": True, "help": "views .npz with kp3d"})
+    no_intrinsics: bool = field(default=False, metadata={
+        "help": "ignore the views' camera matrices: lift every view as if the subject stood on "
+        "the optical axis (by default a view with intrinsics is lifted through a virtual camera "
+        "looking at the subject, docs/training.md)"})
+    batch: int | None = field(default=None, metadata={
+        "type": "positive_int", "help": "windows per forward pass (default: 32 on CPU, where "
+        "the cost per window rises with the batch, 512 on CUDA)"})

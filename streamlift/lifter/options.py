@@ -1,0 +1,27 @@
+"""The settings many commands share: where and how to run, and which lifter (their flags are
+made from these fields, streamlift.cli.common.add_config); nothing heavy is imported here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streamlift.windows import MODES
+
+
+@dataclass
+class RunOptions:
+    device: str = field(default="auto", metadata={
+        "choices": ["auto", "cpu", "cuda"],
+        "help": "where to run; auto picks CUDA when there is one"})
+    threads: int | None = field(default=None, metadata={
+        "type": "positive_int", "help": "torch CPU threads (default: torch's choice; 1 is best "
+        "when the cores are shared)"})
+    quiet: bool = field(default=False, metadata={"help": "no progress bar"})
+    json: Path | None = field(default=None, metadata={
+        "type": "path", "help": "also write the results here (JSON)"})
+    weights: Path | None = field(default=None, metadata={
+        "type": "path", "metavar": "W.pt", "help": "lifter checkpoint (default: the trained "
+        "lifter shipped in the package, streamlift/assets/lifter.pt)"})
+    mode: str | None = field(default=None, metadata={
+        "choices": MODES, "help": "check that the checkpoint was trained for this mode"})
