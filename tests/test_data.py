@@ -156,7 +156,7 @@ def test_load_errors(tmp_path):
         load_mocap(bad, fps=30)
     with pytest.raises(UserError, match="frame rate"):
         load_mocap(bad)
-    with pytest.raises(UserError, match="needs --splits"):
+    with pytest.raises(UserError, match="needs a splits file"):
         load_mocap(SAMPLE_MOCAP, split="test")
     splits = tmp_path / "splits.json"
     splits.write_text(json.dumps({"splits": {"sample_cmu_test": {"test": ["salsa_01"]}}}))
