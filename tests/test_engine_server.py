@@ -32,8 +32,11 @@ def tiny(mode="causal", window=9, seed=0):
 
 
 def serve(model, **kw):
+    """A live server; it never sheds frames for latency unless asked (these tests compare every
+    frame with offline inference, and a loaded CI machine may lag)."""
     cfg = ServerConfig(input=kw.pop("input", ANY), output=kw.pop("output", ANY), threads=1,
-                       height_m=kw.pop("height_m", HEIGHT), **kw)
+                       height_m=kw.pop("height_m", HEIGHT),
+                       max_latency_ms=kw.pop("max_latency_ms", 0.0), **kw)
     return Server(model, cfg, "cpu", log=lambda line: None).start()
 
 
@@ -343,13 +346,18 @@ def test_a_subscriber_that_never_reads_does_not_slow_the_engine():
         p.close()
 
 
-def test_server_restart_with_reconnecting_producer_and_subscriber():
+def free_ports() -> tuple[str, str]:
+    """Two loopback endpoints on free ports, chosen by the OS (to restart a server on them)."""
     ports = []
-    for _ in range(2):  # two free ports, chosen by the OS
+    for _ in range(2):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             ports.append(s.getsockname()[1])
-    inp, out = (f"tcp://127.0.0.1:{p}" for p in ports)
+    return tuple(f"tcp://127.0.0.1:{p}" for p in ports)
+
+
+def test_server_restart_with_reconnecting_producer_and_subscriber():
+    inp, out = free_ports()
     model = tiny()
     kp = motion(400, 5)
     server = serve(model, input=inp, output=out)
@@ -454,6 +462,7 @@ def run_compute(model, items, **cfg):
     from streamlift.serve.ring import RingStore
     from streamlift.serve.runner import Runner, skeleton_fn
 
+    cfg.setdefault("max_latency_ms", 0.0)
     server = Server(model, ServerConfig(height_m=HEIGHT, **cfg), "cpu", log=lambda line: None)
     server.runner = Runner(skeleton_fn(model, HEIGHT), model.cfg.window, 17, "cpu", "eager")
     server.ring = RingStore(server.cfg.max_streams, model.cfg.window + server.cfg.backlog)

@@ -124,6 +124,34 @@ BAD = [
     (frame(intrinsics=[[-900.0, 0, 500], [0, 900, 500], [0, 0, 1]]), "bad_value"),
     (frame(intrinsics=[[900.0, 0, 500], [0, 900, 500], [0, 0, 2]]), "bad_value"),
     (frame(intrinsics=[[1.0, 1, 0], [1, 1, 0], [0, 0, 1]]), "bad_value"),  # singular
+    # the schema: types before values, every field (these crashed or slipped through before)
+    (frame(layout=["h36m17"]), "bad_message"),  # unhashable: crashed the ingest thread
+    (frame(layout={"h36m17": 1}), "bad_message"),
+    (frame(layout=17), "bad_message"),
+    (frame(seq=2**63), "bad_value"),  # beyond int64: crashed the compute thread in the ring
+    (frame(seq=2**64 - 1), "bad_value"),
+    (frame(seq=True), "bad_message"),  # a boolean is not an integer
+    (frame(seq=3.0), "bad_message"),
+    (frame(t_capture=True), "bad_message"),
+    (frame(v=True), "unsupported_version"),  # True == 1 in Python, not on the wire
+    (frame(v=1.0), "unsupported_version"),
+    (frame(type=["frame"]), "unknown_type"),
+    (frame(stream="cam0\n"), "bad_stream_id"),  # `$` matched before a trailing newline
+    (frame(stream="cam\x000"), "bad_stream_id"),
+    (frame(stream=None), "bad_message"),  # missing
+    (frame(stream=7), "bad_message"),
+    (msgpack.packb({"v": 1, "type": "end"}), "bad_message"),
+    (msgpack.packb({"v": 1, "type": "end", "stream": ["a"]}), "bad_message"),
+    (frame(kp=[[1.0, True]] * 17), "bad_shape"),  # booleans were read as 1 and 0
+    (frame(kp=[[[[1.0]]]]), "bad_shape"),  # 4 levels
+    (frame(kp=[[1.0, None]] * 17), "bad_shape"),
+    (frame(kp={"dtype": "<f4", "shape": [17, True], "data": b"\0" * 68}), "bad_shape"),
+    (frame(conf=[True] * 17), "bad_shape"),
+    (frame(image_size=[True, 720]), "bad_shape"),
+    (msgpack.packb({1: 1, "v": 1, "type": "ping"}), "bad_message"),  # a non-string key
+    (msgpack.packb({"v": 1, "type": "frame", "kp": {0: 1}}), "bad_message"),  # nested too
+    (b"\x83\xa1v\x01\xa4type\xa4ping\xa1v\x02", "bad_message"),  # "v" twice
+    (b"\x91" * 5000, "bad_msgpack"),  # nested beyond the parser's stack
 ]
 
 
@@ -146,6 +174,10 @@ def test_values_on_the_edge_of_their_range_are_accepted():
     for size in ([1280, 720], P.pack_array(np.array([1280, 720], np.float32)), [0.5, 0.5]):
         _, f = P.decode_request(frame(image_size=size))
         np.testing.assert_array_equal(f.kp, KP)
+    for seq in (0, 2**63 - 1):  # the whole int64 range
+        assert P.decode_request(frame(seq=seq))[1].seq == seq
+    _, f = P.decode_request(frame(kp=[[1, 2.5]] * 17, unknown_key={"any": [1, None]}))
+    np.testing.assert_array_equal(f.kp, np.tile([1, 2.5], (17, 1)))  # ints are numbers
 
 
 def test_bad_value_errors_say_what_is_wrong():
@@ -182,19 +214,20 @@ def test_errors_name_the_stream_and_seq_when_known():
 
 
 # ------------------------------------------------------------------------ published messages
-def skeleton_msg(stream="cam", out_seq=0, seq=None, joints=None) -> dict:
+def skeleton_msg(stream="cam", out_seq=0, seq=None, joints=None, epoch=77) -> dict:
     """A published skeleton as the server builds it; every number differs from the others."""
     j = np.arange(51, dtype=np.float32).reshape(17, 3) / 100 if joints is None else joints
     return {"v": 1, "type": "skeleton", "layout": "h36m17", "units": "m", "frame": "camera",
             "root_relative": True, "height_m": 1.83, "mode": "centred", "window": 27,
             "stream": stream, "seq": out_seq + 40 if seq is None else seq, "out_seq": out_seq,
             "t_capture": 1.7e9 + 0.25, "t_receive": 1.7e9 + 0.5, "t_publish": 1.7e9 + 0.75,
-            "joints": P.pack_array(j), "virtual_camera": True}
+            "joints": P.pack_array(j), "virtual_camera": True, "epoch": epoch}
 
 
-def end_msg(stream="cam", published=5) -> dict:
-    return {"v": 1, "type": "end", "stream": stream, "reason": "idle", "frames": published + 3,
-            "published": published, "dropped": 2, "t_publish": 1.7e9 + 9.5}
+def end_msg(stream="cam", published=5, dropped=2, reason="idle", epoch=77) -> dict:
+    return {"v": 1, "type": "end", "stream": stream, "reason": reason,
+            "frames": published + dropped, "published": published, "dropped": dropped,
+            "t_publish": 1.7e9 + 9.5, "epoch": epoch}
 
 
 def test_a_published_skeleton_decodes_field_by_field():
@@ -204,6 +237,7 @@ def test_a_published_skeleton_decodes_field_by_field():
     assert (s.stream, s.seq, s.out_seq) == ("cam0", 47, 3)
     assert (s.t_capture, s.t_receive, s.t_publish) == (1.7e9 + 0.25, 1.7e9 + 0.5, 1.7e9 + 0.75)
     assert (s.mode, s.window, s.height_m, s.virtual_camera) == ("centred", 27, 1.83, True)
+    assert s.epoch == 77
     assert s.joints.dtype == np.float32 and s.joints.shape == (17, 3)
     np.testing.assert_array_equal(s.joints, np.arange(51, dtype=np.float32).reshape(17, 3) / 100)
     assert s.latency_ms == pytest.approx(500.0)
@@ -215,7 +249,8 @@ def test_a_published_skeleton_decodes_field_by_field():
 
 def test_a_published_end_decodes_field_by_field():
     e = decode(P.encode(end_msg("cam1", published=5)))
-    assert e == StreamEnd("cam1", "idle", frames=8, published=5, dropped=2, t_publish=1.7e9 + 9.5)
+    assert e == StreamEnd("cam1", "idle", frames=7, published=5, dropped=2, t_publish=1.7e9 + 9.5,
+                          epoch=77)
     assert e.to_msg() == end_msg("cam1", published=5)
     assert list(e.to_msg()) == list(end_msg())
 
@@ -229,8 +264,8 @@ def test_other_published_messages_raise_unknown_message(msg):
         decode(b"\xc1")
 
 
-def skel(stream, out_seq):
-    return Skeleton.from_msg(skeleton_msg(stream, out_seq))
+def skel(stream, out_seq, seq=None, epoch=77):
+    return Skeleton.from_msg(skeleton_msg(stream, out_seq, seq, epoch=epoch))
 
 
 def test_gaps_count_missed_skeletons_per_stream():
@@ -245,10 +280,10 @@ def test_gaps_reset_on_end_so_a_recreated_stream_is_no_gap():
     g = Gaps()
     for k in range(6):
         g.add(skel("a", k))
-    assert g.add(StreamEnd.from_msg(end_msg("a", published=6))) == 0
+    assert g.add(StreamEnd.from_msg(end_msg("a", published=6, dropped=0))) == 0
     assert [g.add(skel("a", k)) for k in (0, 1, 3)] == [0, 0, 1]  # out_seq from 0 again
-    # skeletons published after the last one seen are missed just before the end
-    assert g.add(StreamEnd.from_msg(end_msg("a", published=7))) == 3
+    # frames after the last one seen are missed just before the end (published or not)
+    assert g.add(StreamEnd.from_msg(end_msg("a", published=6, dropped=1))) == 3
     assert g.total == 4
     # an end missed too: a lower out_seq means the stream was re-created
     g.add(skel("a", 0))
@@ -262,7 +297,39 @@ def test_gaps_from_the_start_or_from_the_first_skeleton_seen():
     assert late.add(skel("a", 7)) == 0  # joined mid-stream: the first one seen is no gap
     assert early.add(skel("a", 7)) == 7  # subscribed before the stream's skeleton 0
     assert late.add(StreamEnd.from_msg(end_msg("x", 4))) == 0  # never seen: nothing known
-    assert early.add(StreamEnd.from_msg(end_msg("x", 4))) == 4
+    assert early.add(StreamEnd.from_msg(end_msg("x", 4))) == 6  # 4 published, 2 dropped
+
+
+def test_gaps_count_frames_lost_across_a_server_restart_from_the_input_seq():
+    """A new epoch is a new server run: out_seq starts again, the input seq goes on."""
+    g = Gaps()
+    for k in range(3):
+        g.add(skel("a", k, seq=10 + k, epoch=1))
+    assert g.add(skel("a", 0, seq=20, epoch=2)) == 7  # seq 13..19 never came back
+    assert (g.restarts, g.epoch) == (1, 2)
+    assert g.add(skel("a", 2, seq=22, epoch=2)) == 1  # and within the new run, out_seq again
+    # a clean restart: the shutdown `end` of the old run, then the new run
+    h = Gaps()
+    h.add(skel("b", 0, seq=5, epoch=1))
+    assert h.add(StreamEnd.from_msg(end_msg("b", 1, 0, "shutdown", epoch=1))) == 0
+    assert h.add(skel("b", 0, seq=9, epoch=2)) == 3
+    # a stream that really ended is a new stream in a later run: nothing lost
+    e = Gaps()
+    e.add(skel("c", 0, seq=5, epoch=1))
+    e.add(StreamEnd.from_msg(end_msg("c", 1, 0, "end", epoch=1)))
+    assert e.add(skel("c", 0, seq=40, epoch=2)) == 0 and e.restarts == 1
+    # a producer that restarted too (seq from 0 again) lost nothing we can count
+    assert e.add(skel("c", 0, seq=0, epoch=3)) == 0
+
+
+def test_heartbeats_decode_and_tell_a_restart():
+    hb = {"v": 1, "type": "heartbeat", "epoch": 5, "t_publish": 1.7e9, "uptime_s": 3.5,
+          "streams_active": 2}
+    h = decode(P.encode(hb))
+    assert (h.epoch, h.uptime_s, h.streams_active, h.to_msg()) == (5, 3.5, 2, hb)
+    g = Gaps()
+    assert g.add(h) == 0 and g.restarts == 0  # the first run heard is no restart
+    assert g.see_epoch(5) is False and g.see_epoch(6) is True and g.restarts == 1
 
 
 def test_recorder_writes_the_published_messages(tmp_path):

@@ -30,6 +30,7 @@ def _checked(cast, ok, want: str, name: str):
 
 positive_int = _checked(int, lambda v: v >= 1, ">= 1", "positive_int")
 non_negative = _checked(float, lambda v: 0 <= v < math.inf, ">= 0", "non_negative")
+panel = _checked(int, lambda v: v >= 64, ">= 64 pixels to draw on", "panel")
 count = _checked(int, lambda v: v >= 0, ">= 0", "count")
 positive_float = _checked(float, lambda v: 0 < v < math.inf, "> 0", "positive_float")
 probability = _checked(float, lambda v: 0 <= v < 1, "in [0, 1)", "probability")
@@ -46,6 +47,7 @@ def ladder(s: str) -> tuple[int, ...]:
 
 
 TYPES = {"int": int, "float": float, "positive_int": positive_int, "non_negative": non_negative,
+         "panel": panel,
          "positive_float": positive_float, "probability": probability, "ladder": ladder,
          "count": count, "path": Path}
 

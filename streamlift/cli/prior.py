@@ -55,8 +55,6 @@ def add_commands(sub) -> None:
     add_config(t, OPTIONS + "PriorFiles")
     add_config(t, PRIOR_TRAIN, TRAINING)
     add_config(t, PRIOR, SHAPE)
-    t.add_argument("--resume", action="store_true",
-                   help="continue from OUT's .train.pt (same data and flags)")
     shared(t, "threads", "quiet", device="where to train; auto picks CUDA when there is one")
     s = command(sub, "sample-prior", cmd_sample_prior, "draw 3D motion windows from a trained "
                 "prior", OPTIONS + "SampleConfig")

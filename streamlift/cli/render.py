@@ -16,8 +16,6 @@ def cmd_render(a: argparse.Namespace) -> int:
     from streamlift.virtual_camera import check_intrinsics
 
     out = check_output(a.out, what="--out")
-    if a.size < 64:
-        raise UserError(f"--size {a.size} is too small to draw on; use at least 64")
     png = out.suffix.lower() == ".png"
     if png and a.frames is not None:
         raise UserError("--frames is for .mp4 clips; a .png is one frame (pick it with --frame)")

@@ -6,10 +6,10 @@ import argparse
 
 from streamlift.cli.common import (SERVER, add_config, command, device, flag, given, load_model,
                                    options, report, shared)
-from streamlift.errors import UserError
 
-SERVING = "input output pull max_streams idle_timeout_s max_message_bytes backlog pub_hwm sizes"
-OPTIONS = "streamlift.serve.options:"
+SERVING = ("input output pull max_streams idle_timeout_s max_message_bytes backlog pub_hwm sizes "
+           "max_latency_ms heartbeat_s curve_secret curve_clients")
+OPTIONS, CURVE = "streamlift.serve.options:", "streamlift.serve.curve:ClientCurve"
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
@@ -27,34 +27,30 @@ def cmd_serve(a: argparse.Namespace) -> int:
 def cmd_send(a: argparse.Namespace) -> int:
     from streamlift.serve.tools import send
 
-    return send(options(a, OPTIONS + "SendConfig"), progress=not a.quiet)
-
-
-def _live(a: argparse.Namespace):
-    """The --render/--show drawing, checked before subscribing."""
-    from streamlift.viz.live import LiveRender
-    from streamlift.viz.video import check_output
-
-    if a.render_size < 64:
-        raise UserError(f"--render-size {a.render_size} is too small to draw on; use at least 64")
-    if a.render is not None:
-        check_output(a.render, (".mp4",), "--render")
-    with flag("--show", " (--render CLIP.mp4 records one)") if a.show else flag("--render"):
-        return LiveRender(a.render, a.show, a.stream[0] if a.stream else None, a.render_fps,
-                          a.render_size)
+    return send(options(a, OPTIONS + "SendConfig"), options(a, CURVE).keys(), not a.quiet)
 
 
 def cmd_watch(a: argparse.Namespace) -> int:
     from streamlift.serve.clients import Recorder
     from streamlift.serve.tools import stream_id, watch
 
-    for sid in a.stream or ():
-        stream_id(sid, "--stream")
-    live = _live(a) if a.render is not None or a.show else None
+    [stream_id(sid, "--stream") for sid in a.stream or ()]
+    live = None
+    if a.render is not None or a.show:  # the drawing is checked before subscribing
+        from streamlift.viz.live import LiveRender
+        with flag("--show", " (--render CLIP.mp4 records one)") if a.show else flag("--render"):
+            live = LiveRender(a.render, a.show, a.stream[0] if a.stream else None, a.render_fps,
+                              a.render_size)
     with flag("--out"):
         rec = Recorder(a.out)
-    watch(options(a, OPTIONS + "WatchConfig"), rec, live, a.quiet)
+    watch(options(a, OPTIONS + "WatchConfig"), rec, live, a.quiet, options(a, CURVE).keys())
     return 0
+
+
+def cmd_keys(a: argparse.Namespace) -> int:
+    from streamlift.serve.curve import make_keys
+
+    print("\n".join(map(str, make_keys(a.out, a.client))))  # returns None: exit status 0
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -64,7 +60,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     dev = device(a.device)
     model, _ = load_model(a.weights, dev)
     r = run_demo(model, dev, a.streams, a.fps, a.frames, a.noise_px, a.height_m, a.threads,
-                 progress=not a.quiet, log=log, intrinsics=not a.no_intrinsics)
+                 not a.quiet, log, not a.no_intrinsics, a.curve, a.max_latency_ms)
     report(a, demo_report(r), r)
     return 0
 
@@ -76,25 +72,31 @@ def _add_serve(sub) -> None:
     shared(s, "weights", device="where the model runs; auto picks CUDA when there is one")
     add_config(s, SERVER, "height_m threads")
     add_config(s, OPTIONS + "ServeOptions", "window mode")
-    add_config(s, SERVER, "max_streams idle_timeout_s max_message_bytes backlog pub_hwm")
+    add_config(s, SERVER, "max_streams idle_timeout_s max_message_bytes backlog max_latency_ms "
+               "pub_hwm heartbeat_s curve_secret curve_clients")
     add_config(s, OPTIONS + "ServeOptions", "no_graphs stats_every")
     add_config(s, SERVER, "sizes")
+    add_config(command(sub, "keys", cmd_keys, "make CurveZMQ keys for an authenticated, "
+                       "encrypted server and its clients", "streamlift.serve.curve:KeysConfig"),
+               "streamlift.serve.curve:KeysConfig")
 
 
 def _add_clients(sub) -> None:
     p = command(sub, "send", cmd_send, "replay a views file (or the shipped sample) as live 2D "
                 "streams", OPTIONS + "SendConfig")
     add_config(p, OPTIONS + "SendConfig")
+    add_config(p, CURVE)
     shared(p, "quiet")
     w = command(sub, "watch", cmd_watch, "subscribe to a server and print or record the 3D "
                 "skeletons", OPTIONS + "WatchConfig")
     add_config(w, OPTIONS + "WatchConfig")
+    add_config(w, CURVE)
     shared(w, quiet="no line per skeleton, only the summary at the end")
     add_config(w, OPTIONS + "WatchDrawing")
     d = command(sub, "demo", cmd_demo, "serve, stream the shipped sample, and report latency "
                 "and accuracy", OPTIONS + "DemoConfig")
     shared(d, "weights", device="where the model runs; auto picks CUDA when there is one")
-    add_config(d, SERVER, "height_m threads")
+    add_config(d, SERVER, "height_m threads max_latency_ms")
     shared(d, "quiet")
     add_config(d, OPTIONS + "DemoConfig")
 

@@ -28,6 +28,8 @@ class PriorFiles:
         "help": "splits.json; only each file's 'train' sequences are used"})
     out: Path = field(default=None, metadata={
         "type": "path", "required": True, "help": "prior checkpoint to write (.pt)"})
+    resume: bool = field(default=False, metadata={
+        "help": "continue from OUT's .train.pt (same data and flags)"})
 
 
 @dataclass

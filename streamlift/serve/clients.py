@@ -16,18 +16,26 @@ import numpy as np
 import zmq
 
 from streamlift.serve import protocol as P
+from streamlift.serve.curve import CurveKeys
 from streamlift.serve.messages import Published, Skeleton, UnknownMessage, decode
 from streamlift.errors import UserError
 from streamlift.progress import bar as progress_bar
+
+
+def _socket(ctx: zmq.Context, kind: int, curve: CurveKeys | None) -> zmq.Socket:
+    sock = ctx.socket(kind)
+    if curve is not None:
+        curve.apply(sock)
+    return sock
 
 
 class Producer:
     """Send frames to a server's ingest socket; errors it answers are collected in `errors`."""
 
     def __init__(self, endpoint: str, ctx: zmq.Context | None = None, lists: bool = False,
-                 hwm: int = 10000):
+                 hwm: int = 10000, curve: CurveKeys | None = None):
         self.ctx = ctx or zmq.Context.instance()
-        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock = _socket(self.ctx, zmq.DEALER, curve)
         self.sock.setsockopt(zmq.LINGER, 1000)
         self.sock.setsockopt(zmq.SNDHWM, hwm)
         self.sock.connect(endpoint)
@@ -89,21 +97,26 @@ class Producer:
 
 
 class Subscriber:
-    """Receive published skeletons: all streams, or only the named ones."""
+    """Receive published skeletons: all streams, or only the named ones; with `heartbeats`,
+    the server's heartbeats too."""
 
     def __init__(self, endpoint: str, streams: list[str] | None = None,
-                 ctx: zmq.Context | None = None, hwm: int = 100000):
+                 ctx: zmq.Context | None = None, hwm: int = 100000,
+                 heartbeats: bool = False, curve: CurveKeys | None = None):
         self.ctx = ctx or zmq.Context.instance()
-        self.sock = self.ctx.socket(zmq.SUB)
+        self.sock = _socket(self.ctx, zmq.SUB, curve)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, hwm)
         for s in streams or [""]:
             self.sock.setsockopt(zmq.SUBSCRIBE, P.topic(s) if s else b"skel/")
+        if heartbeats:
+            self.sock.setsockopt(zmq.SUBSCRIBE, P.HEARTBEAT_TOPIC)
         self.sock.connect(endpoint)
         self.skipped = 0  # published messages that were neither a skeleton nor an end
 
     def recv(self, timeout_ms: int = 1000) -> Published | None:
-        """The next `Skeleton` or `StreamEnd`, or None after timeout_ms.
+        """The next `Skeleton`, `StreamEnd` (or `Heartbeat`, if asked for), or None after
+        timeout_ms.
 
         Published messages of any other type (or malformed ones) are skipped, as clients skip
         unknown keys; `skipped` counts them."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from streamlift.serve.protocol import MAX_MESSAGE_BYTES
 
@@ -41,6 +42,24 @@ class ServerConfig:
         "flag": "--max-lag", "type": "positive_int",
         "help": "frames a stream may wait for the compute loop; beyond it the stream's oldest "
                 "frames are skipped (counted as dropped) so latency stays bounded"})
+    max_latency_ms: float = field(default=150.0, metadata={
+        "type": "non_negative",
+        "help": "latency bound, receive -> publish: when frames arrive faster than the model lifts "
+                "them, frames that would publish later than this are shed (each stream keeps its "
+                "newest; streams share a tick fairly) and show as out_seq gaps and in stats. "
+                "0: never shed (frames queue up to --max-lag)"})
+    heartbeat_s: float = field(default=1.0, metadata={
+        "flag": "--heartbeat", "type": "non_negative",
+        "help": "seconds between heartbeats on the 'heartbeat' topic (epoch, uptime, active "
+                "streams): lets subscribers tell a dead server from a quiet one. 0: none"})
+    curve_secret: Path | None = field(default=None, metadata={
+        "type": "path", "metavar": "SERVER.key_secret",
+        "help": "turn on CurveZMQ authentication and encryption on every socket with this "
+                "server secret key (`streamlift keys` makes one); needs --curve-clients"})
+    curve_clients: Path | None = field(default=None, metadata={
+        "type": "path", "metavar": "DIR",
+        "help": "directory of the client public keys (*.key) allowed to connect; with CURVE a "
+                "stream belongs to the key that opened it"})
     threads: int | None = field(default=None, metadata={
         "help": "torch threads of the compute loop (default: torch's choice)",
         "type": "positive_int"})

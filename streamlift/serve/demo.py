@@ -8,8 +8,11 @@ a stated height) can be compared with the ground truth in millimetres directly.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,22 +32,29 @@ CPU_FPS = 15.0
 def run_demo(model: NRSfMFormer, device: torch.device, streams: int = 5, fps: float | None = None,
              frames: int | None = 300, noise_px: float = 0.0, height_m: float = 1.70,
              threads: int | None = None, progress: bool = True, log=print,
-             intrinsics: bool = True) -> dict:
+             intrinsics: bool = True, curve: bool = False,
+             max_latency_ms: float | None = None) -> dict:
     """Serve, stream, subscribe, measure. Returns the report (see `streamlift demo --help`).
 
     `fps` None: the sample's rate on CUDA, at most CPU_FPS on CPU.
 
     `intrinsics`: send each stream's camera matrix with its frames (the server then lifts
-    through a virtual camera looking at the subject)."""
+    through a virtual camera looking at the subject). `curve`: every socket through CurveZMQ,
+    with keys made for this run only. `max_latency_ms`: the server's latency bound (None: its
+    default); frames it sheds are missing from the report's `frames_received`."""
     kp2d, kp3d, sample_fps, K = sample_streams(streams, noise_px)
     # on CPU the clips play slower than captured: the same windows, within the CPU's rate
     fps = fps or (sample_fps if device.type == "cuda" else min(sample_fps, CPU_FPS))
-    cfg = ServerConfig(input="tcp://127.0.0.1:*", output="tcp://127.0.0.1:*", height_m=height_m,
-                       max_streams=max(streams, 1), threads=threads, idle_timeout_s=30.0)
-    with Server(model, cfg, device, log=log) as server:
-        collector = _Collector(Subscriber(server.output_endpoint), list(kp2d))
+    with _keys(curve) as (server_keys, keys):
+        cfg = ServerConfig(input="tcp://127.0.0.1:*", output="tcp://127.0.0.1:*",
+                           height_m=height_m, max_streams=max(streams, 1), threads=threads,
+                           idle_timeout_s=30.0, **server_keys,
+                           **({} if max_latency_ms is None else {"max_latency_ms": max_latency_ms}))
+        server = Server(model, cfg, device, log=log).start()
+    with server:
+        collector = _Collector(Subscriber(server.output_endpoint, curve=keys), list(kp2d))
         collector.start()
-        producer = Producer(server.input_endpoint)
+        producer = Producer(server.input_endpoint, curve=keys)
         producer.request("ping", 5.0)  # the server is up and answering
         time.sleep(0.3)  # PUB/SUB: let the subscription reach the publisher before frame 0
         n = min(len(v) if frames is None else min(frames, len(v)) for v in kp2d.values())
@@ -64,12 +74,30 @@ def run_demo(model: NRSfMFormer, device: torch.device, streams: int = 5, fps: fl
         "seconds": round(res.seconds, 3),
         "send_errors": len(res.errors),
         "subscriber_gaps": collector.gaps.total,
+        "frames_shed": stats["frames_shed"],  # the server's, to keep its latency bound
         "intrinsics": intrinsics,
+        "curve": curve,
         "mode": model.cfg.mode,
         "window": model.cfg.window,
         "device": str(device),
         "server": stats,
     }
+
+
+@contextmanager
+def _keys(curve: bool):
+    """ServerConfig's CURVE settings and the clients' CurveKeys, from keys made for one run
+    (the server has read its files by the time this exits)."""
+    if not curve:
+        yield {}, None
+        return
+    from streamlift.serve.curve import CurveKeys, make_keys
+
+    with tempfile.TemporaryDirectory(prefix="streamlift-demo-keys-") as tmp:
+        make_keys(Path(tmp), ["demo"])
+        yield ({"curve_secret": Path(tmp, "server.key_secret"),
+                "curve_clients": Path(tmp, "clients")},
+               CurveKeys.load(Path(tmp, "server.key"), Path(tmp, "demo.key_secret")))
 
 
 class _Collector:

@@ -82,7 +82,7 @@ class WatchDrawing:
         "type": "positive_float", "help": "frame rate of the --render clip (default: estimated "
         "from the first skeletons' capture times)"})
     render_size: int = field(default=480, metadata={
-        "type": "positive_int",
+        "type": "panel",
         "help": "panel size of --render/--show drawings, pixels (two panels side by side)"})
 
 
@@ -106,6 +106,9 @@ class DemoConfig:
     no_intrinsics: bool = field(default=False, metadata={
         "help": "stream the 2D without the cameras' matrices (the server then lifts as if each "
         "subject stood on the optical axis)"})
+    curve: bool = field(default=False, metadata={
+        "help": "run every socket through CurveZMQ (authenticated, encrypted), with keys made "
+        "for this run, to see what it costs"})
     json: Path | None = field(default=None, metadata={
         "type": "path", "metavar": "OUT", "help": "also write the report as JSON (frames_sent, "
         "frames_received, latency_ms_p50, latency_ms_p99, pa_mpjpe_mm, n_mpjpe_mm, ...)"})

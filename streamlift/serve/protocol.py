@@ -22,13 +22,14 @@ VERSION = 1
 STREAM_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 MAX_MESSAGE_BYTES = 64 * 1024  # answered with `too_large` above this
 HARD_MAX_MESSAGE_BYTES = 1024 * 1024  # ZeroMQ drops the connection above this (no reply)
+INT64_MAX = 2**63 - 1  # seq and every counter fit a signed 64-bit integer in every language
 
 # Every error code the server can send back, with what it means (docs/protocol.md lists them).
 ERRORS = {
     "bad_msgpack": "the payload is not a single valid msgpack object",
-    "bad_message": "not a map, a required field is missing or has the wrong type, "
-                   "or the message has extra ZeroMQ frames",
-    "unsupported_version": f"'v' is not a protocol version this server speaks ({VERSION})",
+    "bad_message": "not a map, a map key that is not a string or is repeated, a required field "
+                   "missing or of the wrong type, or extra ZeroMQ frames",
+    "unsupported_version": f"'v' is not the integer {VERSION}",
     "unknown_type": "'type' is not one of frame, end, stats, ping",
     "too_large": f"the payload is larger than the server's --max-message-bytes "
                  f"(default {MAX_MESSAGE_BYTES})",
@@ -37,12 +38,15 @@ ERRORS = {
     "bad_shape": "an array has the wrong shape, dtype or byte length",
     "not_finite": "keypoints, confidences, the timestamp, image_size or intrinsics contain NaN "
                   "or infinity",
-    "bad_value": "a value is out of range (confidence outside [0, 1], negative seq, "
+    "bad_value": "a value is out of range (confidence outside [0, 1], seq outside [0, 2^63), "
                  "non-positive timestamp, non-positive image_size, unusable intrinsics)",
-    "duplicate_seq": "this stream already sent a frame with this seq",
-    "out_of_order": "seq is lower than one this stream already sent",
+    "duplicate_seq": "seq equals the stream's last accepted seq (a resend)",
+    "out_of_order": "seq is lower than the stream's last accepted seq",
     "too_many_streams": "the server already serves --max-streams streams",
+    "forbidden": "with CURVE on, the stream belongs to another client key",
     "overloaded": "the compute loop is behind; this frame was dropped",
+    "internal_error": "the server failed on this message (a bug: it was logged and counted, "
+                      "and the server goes on)",
 }
 
 
@@ -92,6 +96,42 @@ def pack_array(a: np.ndarray) -> dict:
     return {"dtype": "<f4", "shape": list(a.shape), "data": a.tobytes()}
 
 
+def _is_int(x) -> bool:
+    return type(x) is int  # bool is a subclass of int, and never a number on this wire
+
+
+def _is_number(x) -> bool:
+    return type(x) is int or type(x) is float
+
+
+def _list_array(x: list, field: str) -> np.ndarray:
+    """Nested lists (at most 3 deep, rectangular, numbers only) -> float64 array."""
+    shape, level = [], x
+    while isinstance(level, list):
+        if len(shape) == 3:
+            raise ProtocolError("bad_shape", f"{field}: more than 3 levels of nested lists")
+        shape.append(len(level))
+        if not level:
+            break
+        level = level[0]
+    flat: list = []
+
+    def walk(v, depth: int) -> None:
+        if depth == len(shape):
+            if not _is_number(v):
+                raise ProtocolError("bad_shape", f"{field}: must be nested lists of numbers, "
+                                                 f"found {_short(v)}")
+            flat.append(v)
+        elif not isinstance(v, list) or len(v) != shape[depth]:
+            raise ProtocolError("bad_shape", f"{field}: nested lists are ragged")
+        else:
+            for e in v:
+                walk(e, depth + 1)
+
+    walk(x, 0)
+    return np.array(flat, dtype=np.float64).reshape(shape)
+
+
 def unpack_array(x, field: str = "array") -> np.ndarray:
     """Either array form (binary map or nested lists of numbers) -> float32 ndarray."""
     if isinstance(x, dict):
@@ -100,8 +140,7 @@ def unpack_array(x, field: str = "array") -> np.ndarray:
                                              f"{_short(x.get('dtype'))}")
         shape, data = x.get("shape"), x.get("data")
         if (not isinstance(shape, list) or not 1 <= len(shape) <= 3
-                or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= 4096
-                           for s in shape)):
+                or not all(_is_int(s) and 0 <= s <= 4096 for s in shape)):
             raise ProtocolError("bad_shape", f"{field}: 'shape' must be a list of 1-3 sizes")
         if not isinstance(data, bytes):
             raise ProtocolError("bad_shape", f"{field}: 'data' must be msgpack bin")
@@ -110,39 +149,144 @@ def unpack_array(x, field: str = "array") -> np.ndarray:
                                              f"{shape} (expected {4 * math.prod(shape)})")
         return np.frombuffer(data, dtype="<f4").reshape(shape).astype(np.float32)
     if isinstance(x, list):
-        try:
-            a = np.array(x)
-        except ValueError:  # ragged nested lists
-            raise ProtocolError("bad_shape", f"{field}: nested lists are ragged") from None
-        if a.dtype.kind not in "iuf" or a.ndim > 3:
-            raise ProtocolError("bad_shape", f"{field}: must be nested lists of numbers")
         with np.errstate(over="ignore"):
-            return a.astype(np.float32)  # float64 beyond float32 range -> inf -> not_finite
+            return _list_array(x, field).astype(np.float32)  # beyond float32 -> inf -> not_finite
     raise ProtocolError("bad_shape", f"{field}: must be a binary array map or nested lists")
 
 
 # ---------------------------------------------------------------------------------- decoding
 def _short(x) -> str:
     """repr of an untrusted value, cut short so that an error reply stays small."""
-    r = repr(x)
+    r = repr(x) if not isinstance(x, (list, dict)) or len(x) < 8 else f"<{type(x).__name__} " \
+                                                                      f"of {len(x)}>"
     return r if len(r) <= 40 else r[:37] + "..."
+
+
+class _BadKeys(Exception):
+    """Raised from inside the msgpack parser: a map with a non-string or repeated key."""
+
+
+def _string_keys(pairs: list) -> dict:
+    if not all(type(k) is str for k, _ in pairs):
+        raise _BadKeys("map keys must be strings")
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        raise _BadKeys("a map repeats a key")
+    return d
 
 
 def _unpack(raw: bytes):
     try:
         # Bounded parser: no container or string can claim more than the message could hold.
-        return msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True,
+        return msgpack.unpackb(raw, raw=False, strict_map_key=False, use_list=True,
+                               object_pairs_hook=_string_keys,
                                max_bin_len=len(raw), max_str_len=len(raw),
                                max_array_len=len(raw), max_map_len=len(raw), max_ext_len=0)
+    except _BadKeys as e:
+        raise ProtocolError("bad_message", str(e)) from None
     except Exception as e:  # msgpack raises several unrelated types for corrupt input
         raise ProtocolError("bad_msgpack", f"not valid msgpack ({type(e).__name__})") from None
 
 
-def _int(msg: dict, key: str, stream=None) -> int:
-    v = msg.get(key)
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise ProtocolError("bad_message", f"'{key}' must be an integer", stream)
+# The schema: every field of every request, with the check that turns its wire value into what
+# the server uses (or raises ProtocolError). Cross-field rules (kp's shape for its layout, one
+# source of confidences) follow in `_frame`.
+def _seq(v) -> int:
+    if not _is_int(v):
+        raise ProtocolError("bad_message", "'seq' must be an integer")
+    if not 0 <= v <= INT64_MAX:
+        raise ProtocolError("bad_value", f"seq must be in [0, 2^63 - 1], got {_short(v)}")
     return v
+
+
+def _t_capture(v) -> float:
+    if not _is_number(v):
+        raise ProtocolError("bad_message", "'t_capture' must be a number (seconds since the "
+                                           "Unix epoch)")
+    t = float(v)
+    if not math.isfinite(t):
+        raise ProtocolError("not_finite", "'t_capture' is NaN or infinite")
+    if t <= 0:
+        raise ProtocolError("bad_value", f"'t_capture' must be > 0, got {v}")
+    return t
+
+
+def _stream(v) -> str:
+    if not isinstance(v, str):
+        raise ProtocolError("bad_message", "'stream' must be a string")
+    if not STREAM_ID_RE.fullmatch(v):
+        raise ProtocolError("bad_stream_id", f"stream id {_short(v)} is not 1-64 characters of "
+                                             f"A-Z a-z 0-9 _ . : -")
+    return v
+
+
+def _layout(v) -> str:
+    if not isinstance(v, str):
+        raise ProtocolError("bad_message", "'layout' must be a string")
+    if v not in LAYOUTS:
+        raise ProtocolError("unknown_layout", f"joint layout {_short(v)}; known: "
+                                              f"{sorted(LAYOUTS)}")
+    return v
+
+
+def _image_size(v) -> np.ndarray:
+    a = unpack_array(v, "image_size")
+    if a.shape != (2,):
+        raise ProtocolError("bad_shape", f"image_size has shape {list(a.shape)}; expected [2]")
+    if not np.isfinite(a).all():
+        raise ProtocolError("not_finite", "image_size contains NaN or infinity")
+    if a.min() <= 0:
+        raise ProtocolError("bad_value", f"image_size [width, height] must be > 0, "
+                                         f"got {a.tolist()}")
+    return a
+
+
+def _intrinsics(v) -> np.ndarray:
+    a = unpack_array(v, "intrinsics")
+    if a.shape != (3, 3):
+        raise ProtocolError("bad_shape", f"intrinsics has shape {list(a.shape)}; expected [3, 3]")
+    try:
+        return check_intrinsics(a).astype(np.float32)
+    except ValueError as e:
+        raise ProtocolError("not_finite" if not np.isfinite(a).all() else "bad_value",
+                            str(e)) from None
+
+
+@dataclass(frozen=True)
+class Field:
+    key: str
+    check: object  # wire value -> decoded value, or ProtocolError
+    required: bool = True
+    default: object = None  # for an optional field that is absent or nil
+
+
+FRAME_FIELDS = (
+    Field("stream", _stream), Field("seq", _seq), Field("t_capture", _t_capture),
+    Field("layout", _layout, False, H36M17.name),
+    Field("kp", lambda v: unpack_array(v, "kp")),
+    Field("conf", lambda v: unpack_array(v, "conf"), False),
+    Field("image_size", _image_size, False),  # checked, not used by the v1 model
+    Field("intrinsics", _intrinsics, False),  # selects the virtual camera
+)
+END_FIELDS = (Field("stream", _stream),)
+
+
+def _fields(msg: dict, schema: tuple[Field, ...]) -> dict:
+    """Every field of `schema`, checked; errors carry the stream and seq decoded so far."""
+    out: dict = {}
+    for f in schema:
+        v = msg.get(f.key)
+        try:
+            if v is None:
+                if f.required:
+                    raise ProtocolError("bad_message", f"missing '{f.key}'")
+                out[f.key] = f.default
+            else:
+                out[f.key] = f.check(v)
+        except ProtocolError as e:
+            e.stream, e.seq = out.get("stream"), out.get("seq")
+            raise
+    return out
 
 
 def decode_request(raw: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[str, object]:
@@ -156,73 +300,24 @@ def decode_request(raw: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[str,
     if not isinstance(msg, dict):
         raise ProtocolError("bad_message", "a message must be a msgpack map")
     v = msg.get("v")
-    if v != VERSION:
+    if not (_is_int(v) and v == VERSION):
         raise ProtocolError("unsupported_version",
-                            f"protocol version {_short(v)}; this server speaks v{VERSION}")
+                            f"protocol version {_short(v)}; this server speaks v{VERSION} "
+                            f"(the integer {VERSION})")
     kind = msg.get("type")
-    if kind in ("stats", "ping"):
+    if kind in ("stats", "ping") and isinstance(kind, str):
         return kind, None
-    if kind not in ("frame", "end"):
-        raise ProtocolError("unknown_type", f"message type {_short(kind)}; expected frame, end, "
-                                            f"stats or ping")
-    stream = msg.get("stream")
-    if not isinstance(stream, str) or not STREAM_ID_RE.match(stream):
-        raise ProtocolError("bad_stream_id", f"stream id {_short(stream)} is not 1-64 "
-                                             f"characters of A-Z a-z 0-9 _ . : -")
-    if kind == "end":
-        return "end", stream
-    return "frame", _decode_frame(msg, stream)
+    if kind == "end" and isinstance(kind, str):
+        return "end", _fields(msg, END_FIELDS)["stream"]
+    if kind == "frame" and isinstance(kind, str):
+        return "frame", _frame(_fields(msg, FRAME_FIELDS))
+    raise ProtocolError("unknown_type", f"message type {_short(kind)}; expected frame, end, "
+                                        f"stats or ping")
 
 
-def _decode_frame(msg: dict, stream: str) -> Frame:
-    seq = _int(msg, "seq", stream)
-    if seq < 0:
-        raise ProtocolError("bad_value", f"seq must be >= 0, got {seq}", stream, seq)
-    t = _timestamp(msg, stream, seq)
-    layout = msg.get("layout", H36M17.name)
-    if layout not in LAYOUTS:
-        raise ProtocolError("unknown_layout", f"joint layout {_short(layout)}; known: "
-                                              f"{sorted(LAYOUTS)}", stream, seq)
-    kp, conf = _keypoints(msg, layout, stream, seq)
-    if msg.get("image_size") is not None:  # optional, checked but not used
-        _camera_field(msg, "image_size", stream, seq)
-    # optional; intrinsics select the virtual camera
-    K = None if msg.get("intrinsics") is None else _camera_field(msg, "intrinsics", stream, seq)
-    if layout != H36M17.name:
-        M, src = _TO_H36M[layout]
-        kp = M @ kp  # (17, 2) H36M order
-        conf = np.where(src, conf[None, :], np.float32(1)).min(axis=1)  # (17,)
-    return Frame(stream, seq, float(t), np.ascontiguousarray(kp, np.float32),
-                 np.ascontiguousarray(conf, np.float32), K)
-
-
-def _timestamp(msg: dict, stream: str, seq: int) -> float:
-    """The checked 't_capture' (seconds since the Unix epoch)."""
-    t = msg.get("t_capture")
-    if not isinstance(t, (int, float)) or isinstance(t, bool):
-        raise ProtocolError("bad_message", "'t_capture' must be a number (seconds since the "
-                                           "Unix epoch)", stream, seq)
-    if not math.isfinite(t):
-        raise ProtocolError("not_finite", "'t_capture' is NaN or infinite", stream, seq)
-    if t <= 0:
-        raise ProtocolError("bad_value", f"'t_capture' must be > 0, got {t}", stream, seq)
-    return t
-
-
-def _field_array(msg: dict, key: str, stream: str, seq: int) -> np.ndarray:
-    """`unpack_array` of msg[key], its error tagged with the frame's stream and seq."""
-    try:
-        return unpack_array(msg[key], key)
-    except ProtocolError as e:
-        raise ProtocolError(e.code, e.message, stream, seq) from None
-
-
-def _keypoints(msg: dict, layout: str, stream: str, seq: int) -> tuple[np.ndarray, np.ndarray]:
-    """The checked keypoints (J, 2) and confidences (J,) of the frame's own layout."""
-    if "kp" not in msg:
-        raise ProtocolError("bad_message", "missing 'kp' (keypoints)", stream, seq)
-    kp = _field_array(msg, "kp", stream, seq)
-    conf = None if msg.get("conf") is None else _field_array(msg, "conf", stream, seq)
+def _frame(f: dict) -> Frame:
+    """The checked fields of a frame -> Frame in H36M-17 order (the cross-field rules)."""
+    stream, seq, layout, kp, conf = f["stream"], f["seq"], f["layout"], f["kp"], f["conf"]
     nj = LAYOUTS[layout].num_joints
     if kp.shape not in ((nj, 2), (nj, 3)):
         raise ProtocolError("bad_shape", f"kp has shape {list(kp.shape)}; expected [{nj}, 2] or "
@@ -243,28 +338,12 @@ def _keypoints(msg: dict, layout: str, stream: str, seq: int) -> tuple[np.ndarra
     if conf.min() < 0 or conf.max() > 1:
         raise ProtocolError("bad_value", f"confidences must lie in [0, 1], got values from "
                                          f"{conf.min():g} to {conf.max():g}", stream, seq)
-    return kp, conf
-
-
-def _camera_field(msg: dict, key: str, stream: str, seq: int) -> np.ndarray:
-    """The checked 'image_size' [width, height] (pixels) or 'intrinsics' K (3, 3) float32."""
-    a = _field_array(msg, key, stream, seq)
-    want = (2,) if key == "image_size" else (3, 3)
-    if a.shape != want:
-        raise ProtocolError("bad_shape", f"{key} has shape {list(a.shape)}; expected "
-                                         f"{list(want)}", stream, seq)
-    if key == "image_size":
-        if not np.isfinite(a).all():
-            raise ProtocolError("not_finite", "image_size contains NaN or infinity", stream, seq)
-        if a.min() <= 0:
-            raise ProtocolError("bad_value", f"image_size [width, height] must be > 0, "
-                                             f"got {a.tolist()}", stream, seq)
-        return a
-    try:
-        return check_intrinsics(a).astype(np.float32)
-    except ValueError as e:
-        code = "not_finite" if not np.isfinite(a).all() else "bad_value"
-        raise ProtocolError(code, str(e), stream, seq) from None
+    if layout != H36M17.name:
+        M, src = _TO_H36M[layout]
+        kp = M @ kp  # (17, 2) H36M order
+        conf = np.where(src, conf[None, :], np.float32(1)).min(axis=1)  # (17,)
+    return Frame(stream, seq, f["t_capture"], np.ascontiguousarray(kp, np.float32),
+                 np.ascontiguousarray(conf, np.float32), f["intrinsics"])
 
 
 # ---------------------------------------------------------------------------------- encoding
@@ -279,6 +358,9 @@ def frame_msg(stream: str, seq: int, t_capture: float, kp: np.ndarray, layout: s
     return {"v": VERSION, "type": "frame", "stream": stream, "seq": int(seq),
             "t_capture": float(t_capture), "layout": layout,
             "kp": kp.tolist() if lists else pack_array(kp), **extra}
+
+
+HEARTBEAT_TOPIC = b"heartbeat"  # no stream topic starts with it: 'skel/' subscribers never see it
 
 
 def topic(stream: str) -> bytes:

@@ -30,8 +30,9 @@ class StreamState:
     slot: int
     n: int = 0  # frames received so far
     next_target: int = 0  # next frame (absolute index) that still needs a skeleton
-    out_seq: int = 0  # skeletons published so far (gaps at a subscriber mean PUB drops)
+    published: int = 0  # skeletons handed to the publisher
     ended: bool = False
+    closed: bool = False  # its slot is back in the free list
     dropped: int = field(default=0)  # frames skipped because the compute loop fell behind
     K: np.ndarray | None = None  # the stream's camera matrix, once it has sent one
 
@@ -59,7 +60,11 @@ class RingStore:
         return StreamState(name, self._free.pop())
 
     def close(self, st: StreamState) -> None:
+        """Free st's slot (once: closing a closed stream does nothing)."""
+        if st.closed:
+            return
         self.prepare()  # no re-projection may be left pending for a slot a new stream will get
+        st.closed = True
         self._free.append(st.slot)
 
     def push(self, st: StreamState, kp, conf, seq: int, t_capture: float,

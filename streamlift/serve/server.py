@@ -6,16 +6,21 @@
 
 Only the I/O threads touch sockets; the compute thread only sees queues, so a slow socket can
 never stall the model and the model can never stall ingest. The ingest thread owns stream
-admission (max streams, seq order, idle eviction) and tells the compute thread about streams
-ending through the same FIFO queue as the frames, so their order is never in doubt.
+admission (max streams, seq order, ownership under CURVE, idle eviction) and tells the compute
+thread about streams ending through the same FIFO queue as the frames, so their order is never
+in doubt. Every message is checked against the protocol's schema before it is admitted; an
+unexpected exception while handling one message or one tick is logged, counted as
+`internal_error` and costs that message or tick only: the process ends only on shutdown.
 """
 
 from __future__ import annotations
 
 import queue
+import secrets
 import sys
 import threading
 import time
+import traceback
 
 import numpy as np
 import torch
@@ -23,9 +28,10 @@ import zmq
 
 from streamlift.serve import protocol as P
 from streamlift.serve.messages import (SKELETON_CONSTANTS, STOP, Ended, EndIn, FrameIn,
-                                       SkeletonBatch, Stop, StreamEnd)
+                                       Heartbeat, SkeletonBatch, Stop, StreamEnd)
 from streamlift.serve.ring import RingStore, StreamState
 from streamlift.serve.config import ServerConfig
+from streamlift.serve.curve import load_server_keys
 from streamlift.serve.runner import Runner, skeleton_fn
 from streamlift.errors import UserError
 from streamlift.lifter.model import NRSfMFormer
@@ -44,10 +50,10 @@ def _is_local(endpoint: str) -> bool:
 
 
 class _IngestStream:
-    __slots__ = ("last_seq", "last_seen")
+    __slots__ = ("last_seq", "last_seen", "owner")
 
-    def __init__(self, seq: int, now: float):
-        self.last_seq, self.last_seen = seq, now
+    def __init__(self, seq: int, now: float, owner: str | None):
+        self.last_seq, self.last_seen, self.owner = seq, now, owner  # owner: CURVE key (z85)
 
 
 class Server:
@@ -66,7 +72,14 @@ class Server:
         self.lookahead = lookahead(self.window, self.mode)  # frames after it
         self.log = log if log is not None else (lambda line: print(line, file=sys.stderr))
         self.stats = Stats()
+        self.epoch = secrets.randbits(63)  # this run's id: subscribers detect a restart by it
+        if (self.cfg.curve_secret is None) != (self.cfg.curve_clients is None):
+            raise UserError("CURVE needs both the server's secret key and the directory of "
+                            "client public keys")
+        self.curve = None if self.cfg.curve_secret is None else \
+            load_server_keys(self.cfg.curve_secret, self.cfg.curve_clients)
         self.ctx = zmq.Context()
+        self._auth = None
         self._stop = threading.Event()
         # ingest -> compute: FrameIn | EndIn | Stop (bounded by queue_limit)
         self._frames: queue.Queue = queue.Queue()
@@ -75,6 +88,8 @@ class Server:
         self._error: BaseException | None = None
         self.input_endpoint = self.output_endpoint = self.pull_endpoint = None
         self.runner: Runner | None = None
+        self._deferred: dict[int, StreamState] = {}  # by slot: pending frames for the next tick
+        self._cost: float | None = None  # seconds per lifted window (running mean), for shedding
 
     # ---------------------------------------------------------------------------- lifecycle
     def _bind(self, kind: int, endpoint: str) -> tuple[zmq.Socket, str]:
@@ -88,14 +103,18 @@ class Server:
         if kind == zmq.PUB:
             s.setsockopt(zmq.SNDHWM, self.cfg.pub_hwm)
             s.setsockopt(zmq.LINGER, 500)  # let the last skeletons out on a clean shutdown
+        if self.curve is not None:  # every socket: only listed client keys get through ZAP
+            s.curve_publickey, s.curve_secretkey = self.curve
+            s.curve_server = True
         try:
             s.bind(endpoint)
         except zmq.ZMQError as e:
             s.close(0)
             raise UserError(f"cannot bind {endpoint}: {e}") from None
-        if not _is_local(endpoint):
-            self.log(f"warning: {endpoint} accepts connections from other machines; the "
-                     f"protocol has no authentication or encryption")
+        if not _is_local(endpoint) and self.curve is None:
+            self.log(f"warning: {endpoint} accepts connections from other machines without "
+                     f"authentication or encryption: anyone who reaches it can send, end and "
+                     f"read streams (use --curve-secret and --curve-clients; docs/protocol.md)")
         return s, s.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def start(self) -> "Server":
@@ -103,6 +122,11 @@ class Server:
         backend = cfg.backend or ("graphs" if self.device.type == "cuda" else "eager")
         sockets = []
         try:
+            if self.curve is not None:
+                from zmq.auth.thread import ThreadAuthenticator
+                self._auth = ThreadAuthenticator(self.ctx, log=None)
+                self._auth.start()
+                self._auth.configure_curve(domain="*", location=str(cfg.curve_clients))
             router, self.input_endpoint = self._bind(zmq.ROUTER, cfg.input)
             sockets.append(router)
             pull = None
@@ -119,6 +143,8 @@ class Server:
         except BaseException:
             for s in sockets:
                 s.close(0)
+            if self._auth is not None:
+                self._auth.stop()
             self.ctx.term()
             raise
         self.ring = RingStore(cfg.max_streams, self.window + cfg.backlog,
@@ -162,6 +188,8 @@ class Server:
             self.log(f"warning: the server threads did not finish within {timeout:g} s; "
                      f"unpublished skeletons are lost")
         elif not self.ctx.closed:
+            if self._auth is not None:
+                self._auth.stop()
             self.ctx.term()  # every socket is closed by its own thread by now
         if self._error is not None:
             raise RuntimeError(f"streamlift server thread failed: {self._error!r}") from self._error
@@ -177,6 +205,14 @@ class Server:
         self.close()
 
     # ------------------------------------------------------------------------------- ingest
+    def _internal(self, where: str, stream: str | None, e: BaseException) -> None:
+        """An unexpected exception: log it with its stream and count it; the thread goes on."""
+        with self.stats.lock:
+            self.stats.errors["internal_error"] += 1
+        tb = "".join(traceback.format_exception_only(type(e), e)).strip()
+        self.log(f"internal error in {where}" + (f" (stream {stream})" if stream else "")
+                 + f": {tb}")
+
     def _ingest_loop(self, router: zmq.Socket, pull: zmq.Socket | None) -> None:
         streams: dict[str, _IngestStream] = {}
         poller = zmq.Poller()
@@ -189,19 +225,14 @@ class Server:
                 for sock, _ in poller.poll(50):
                     for _ in range(1000):  # bounded drain, then check stop and eviction
                         try:
-                            parts = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+                            parts, user = self._recv(sock)
                         except zmq.Again:
                             break
-                        self._handle(sock, parts, streams, sock is router)
+                        self._handle(sock, parts, user, streams, sock is router)
                 now = time.monotonic()
                 if now >= next_sweep:
                     next_sweep = now + min(0.25, self.cfg.idle_timeout_s / 4)
-                    for name in [n for n, s in streams.items()
-                                 if now - s.last_seen > self.cfg.idle_timeout_s]:
-                        del streams[name]
-                        self._frames.put(EndIn(name, "idle"))
-                    with self.stats.lock:
-                        self.stats.active = len(streams)
+                    self._evict_idle(streams, now)
             for name in streams:  # shutdown: flush every stream's pending frames
                 self._frames.put(EndIn(name, "shutdown"))
         finally:
@@ -210,65 +241,107 @@ class Server:
             if pull is not None:
                 pull.close(0)
 
-    def _handle(self, sock, parts: list[bytes], streams: dict, can_reply: bool) -> None:
+    def _recv(self, sock: zmq.Socket) -> tuple[list[bytes], str | None]:
+        """One message's frames, and the sender's CURVE public key (z85) when CURVE is on."""
+        if self.curve is None:
+            return sock.recv_multipart(zmq.NOBLOCK, copy=True), None
+        frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        return [f.bytes for f in frames], frames[-1].get("User-Id")
+
+    def _evict_idle(self, streams: dict, now: float) -> None:
+        for name in [n for n, s in streams.items() if now - s.last_seen > self.cfg.idle_timeout_s]:
+            del streams[name]
+            self._frames.put(EndIn(name, "idle"))
+        with self.stats.lock:
+            self.stats.active = len(streams)
+
+    def _handle(self, sock, parts: list[bytes], user: str | None, streams: dict,
+                can_reply: bool) -> None:
         envelope: list[bytes] = []
         if can_reply:
             # DEALER sends [payload] -> ROUTER sees [identity, payload]; a REQ-style empty
             # delimiter ([identity, b'', payload]) is answered with the same envelope.
             envelope = parts[:2] if len(parts) == 3 and parts[1] == b"" else parts[:1]
-            body = parts[len(envelope):]
-        else:
-            body = parts
+        body = parts[len(envelope):]
         try:
             if len(body) != 1:
                 raise P.ProtocolError("bad_message", f"expected one payload frame, got "
                                                      f"{len(body)}")
-            kind, obj = P.decode_request(body[0], self.cfg.max_message_bytes)
-            if kind == "frame":
-                self._admit(obj, streams)
-            elif kind == "end":
-                if streams.pop(obj, None) is not None:
-                    self._frames.put(EndIn(obj, "end"))
-                    with self.stats.lock:
-                        self.stats.active = len(streams)
-            elif kind == "stats" and can_reply:
-                snap = self.stats.snapshot()
-                snap.update(device=str(self.device), mode=self.mode, window=self.window,
-                            backend=self.runner.backend, max_streams=self.cfg.max_streams)
-                sock.send_multipart(envelope + [P.encode({"v": P.VERSION, "type": "stats",
-                                                          "stats": snap})])
-            elif kind == "ping" and can_reply:
-                sock.send_multipart(envelope + [P.encode({"v": P.VERSION, "type": "pong",
-                                                          "t_server": time.time()})])
+            self._request(sock, envelope, *P.decode_request(body[0], self.cfg.max_message_bytes),
+                          user, streams, can_reply)
         except P.ProtocolError as e:
+            self._refuse(sock, envelope, e, can_reply)
+        except Exception as e:  # a bug costs this one message, never the server
+            self._internal("ingest", None, e)
+            self._refuse(sock, envelope, P.ProtocolError(
+                "internal_error", f"the server failed on this message ({type(e).__name__}); "
+                                  f"it was logged"), can_reply, counted=True)
+
+    def _refuse(self, sock, envelope, e: P.ProtocolError, can_reply: bool,
+                counted: bool = False) -> None:
+        if not counted:
             with self.stats.lock:
                 self.stats.errors[e.code] += 1
-            if can_reply:
-                # ROUTER drops replies to peers that are gone or not reading: never blocks
-                sock.send_multipart(envelope + [P.encode(e.to_msg())])
+        if can_reply:
+            # ROUTER drops replies to peers that are gone or not reading: never blocks
+            sock.send_multipart(envelope + [P.encode(e.to_msg())])
 
-    def _admit(self, f: P.Frame, streams: dict) -> None:
+    def _request(self, sock, envelope, kind: str, obj, user, streams: dict,
+                 can_reply: bool) -> None:
+        if kind == "frame":
+            self._admit(obj, user, streams)
+        elif kind == "end":
+            st = streams.get(obj)
+            if st is not None:
+                self._check_owner(st, user, obj, None)
+                del streams[obj]
+                self._frames.put(EndIn(obj, "end"))
+                with self.stats.lock:
+                    self.stats.active = len(streams)
+        elif can_reply:
+            if kind == "stats":
+                msg = {"v": P.VERSION, "type": "stats", "epoch": self.epoch,
+                       "stats": dict(self.stats.snapshot(), device=str(self.device),
+                                     mode=self.mode, window=self.window, epoch=self.epoch,
+                                     backend=self.runner.backend,
+                                     max_streams=self.cfg.max_streams,
+                                     max_latency_ms=self.cfg.max_latency_ms,
+                                     curve=self.curve is not None)}
+            else:
+                msg = {"v": P.VERSION, "type": "pong", "t_server": time.time(),
+                       "epoch": self.epoch}
+            sock.send_multipart(envelope + [P.encode(msg)])
+
+    def _check_owner(self, st: _IngestStream, user: str | None, stream: str, seq) -> None:
+        if self.curve is not None and st.owner != user:
+            raise P.ProtocolError("forbidden", f"stream {stream} was opened by another client "
+                                               f"key", stream, seq)
+
+    def _admit(self, f: P.Frame, user: str | None, streams: dict) -> None:
         now = time.monotonic()
         st = streams.get(f.stream)
         if st is None:
             if len(streams) >= self.cfg.max_streams:
                 raise P.ProtocolError("too_many_streams", f"the server serves at most "
                                       f"{self.cfg.max_streams} streams", f.stream, f.seq)
-        elif f.seq == st.last_seq:
-            raise P.ProtocolError("duplicate_seq", f"seq {f.seq} was already received",
-                                  f.stream, f.seq)
-        elif f.seq < st.last_seq:
-            raise P.ProtocolError("out_of_order", f"seq {f.seq} after seq {st.last_seq}",
-                                  f.stream, f.seq)
+        else:
+            self._check_owner(st, user, f.stream, f.seq)
+            st.last_seen = now  # a stream that keeps sending is alive, whatever its frames get
+            if f.seq == st.last_seq:
+                raise P.ProtocolError("duplicate_seq", f"seq {f.seq} is the stream's last "
+                                      f"accepted seq", f.stream, f.seq)
+            if f.seq < st.last_seq:
+                raise P.ProtocolError("out_of_order", f"seq {f.seq} after seq {st.last_seq}",
+                                      f.stream, f.seq)
         if self._frames.qsize() >= self.cfg.queue_limit:
             with self.stats.lock:
                 self.stats.dropped += 1
             raise P.ProtocolError("overloaded", "the compute loop is behind; frame dropped",
                                   f.stream, f.seq)
         if st is None:
-            streams[f.stream] = _IngestStream(f.seq, now)
+            streams[f.stream] = _IngestStream(f.seq, now, user)
         else:
-            st.last_seq, st.last_seen = f.seq, now
+            st.last_seq = f.seq
         with self.stats.lock:
             self.stats.frames_in += 1
             self.stats.active = len(streams)
@@ -283,57 +356,92 @@ class Server:
         streams: dict[str, StreamState] = {}
         stopping = False
         while not stopping:
-            try:
-                items = [self._frames.get(timeout=0.1)]
-            except queue.Empty:
+            items = self._take()
+            if not items and not self._deferred:
                 continue
-            while len(items) < 65536:  # everything that arrived since the last tick
-                try:
-                    items.append(self._frames.get_nowait())
-                except queue.Empty:
-                    break
-            touched: dict[int, StreamState] = {}  # by slot: a name may end and restart in a tick
+            # by slot: a name may end and restart in a tick; deferred streams come first
+            touched: dict[int, StreamState] = dict(self._deferred)
+            self._deferred.clear()
             ended: list[tuple[StreamState, str]] = []
             for item in items:
-                if isinstance(item, FrameIn):
-                    f = item.frame
-                    st = streams.get(f.stream)
-                    if st is None:
-                        if not self.ring.free_slots:
-                            # a stream ended in this very tick still holds its slot: finish it
-                            self._finish(touched, ended)
-                        st = streams[f.stream] = self.ring.open(f.stream)
-                    self.ring.push(st, f.kp, f.conf, f.seq, f.t_capture, item.t_receive, f.K)
-                    touched[st.slot] = st
-                elif isinstance(item, EndIn):
-                    st = streams.pop(item.stream, None)
-                    if st is not None:
-                        st.ended = True
-                        touched[st.slot] = st
-                        ended.append((st, item.reason))
-                else:
-                    assert isinstance(item, Stop), item
+                if isinstance(item, Stop):
                     stopping = True
-            self._finish(touched, ended)
+                    continue
+                try:
+                    self._apply(item, streams, touched, ended)
+                except Exception as e:  # costs this frame only
+                    name = item.frame.stream if isinstance(item, FrameIn) else item.stream
+                    self._internal("compute", name, e)
+            try:
+                self._finish(touched, ended)
+            except Exception as e:  # costs this tick's skeletons only
+                self._internal("compute", None, e)
+                for st, _ in ended:  # free their slots all the same
+                    self.ring.close(st)
+                touched.clear()
+                ended.clear()
         self._out.put(STOP)
+
+    def _take(self) -> list:
+        """Everything that arrived since the last tick (waiting up to 0.1 s for the first item,
+        not at all when streams are deferred)."""
+        try:
+            items = [self._frames.get_nowait() if self._deferred else self._frames.get(timeout=0.1)]
+        except queue.Empty:
+            return []
+        while len(items) < 65536:
+            try:
+                items.append(self._frames.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def _apply(self, item, streams: dict, touched: dict, ended: list) -> None:
+        if isinstance(item, FrameIn):
+            f = item.frame
+            st = streams.get(f.stream)
+            if st is None:
+                if not self.ring.free_slots:
+                    # a stream ended in this very tick still holds its slot: finish it
+                    self._finish(touched, ended)
+                st = streams[f.stream] = self.ring.open(f.stream)
+            self.ring.push(st, f.kp, f.conf, f.seq, f.t_capture, item.t_receive, f.K)
+            touched[st.slot] = st
+        elif isinstance(item, EndIn):
+            st = streams.pop(item.stream, None)
+            if st is not None:
+                st.ended = True
+                touched[st.slot] = st
+                ended.append((st, item.reason))
 
     def _finish(self, touched: dict, ended: list) -> None:
         """Run the tick for the touched streams, then retire the ended ones (and clear both)."""
         self._tick(list(touched.values()))
         for st, reason in ended:
-            self._out.put(Ended(st.name, reason, published=st.out_seq, frames=st.n,
+            self._out.put(Ended(st.name, reason, published=st.published, frames=st.n,
                                 dropped=st.dropped))
             self.ring.close(st)
-        if ended:
-            with self.stats.lock:
-                self.stats.evicted += sum(r == "idle" for _, r in ended)
+        with self.stats.lock:
+            self.stats.evicted += sum(r == "idle" for _, r in ended)
+            for st, _ in ended:
+                self.stats.shed_per_stream.pop(st.name, None)
         touched.clear()
         ended.clear()
 
-    def _tick(self, touched: list[StreamState]) -> None:
-        """One batch of windows: every target frame of every touched stream that is ready."""
-        cap = self.ring.capacity
-        slots, targets, ns, owners = [], [], [], []
+    def _drop(self, st: StreamState, k: int, shed: bool) -> None:
+        """k of st's frames get no skeleton (their out_seq values are skipped: a visible gap)."""
+        k = int(k)  # numpy arithmetic upstream; stats go out through msgpack
+        st.dropped += k
+        with self.stats.lock:
+            self.stats.dropped += k
+            if shed:
+                self.stats.shed += k
+                self.stats.shed_per_stream[st.name] += k
+
+    def _pending(self, touched: list[StreamState]) -> list[list]:
+        """[stream, first, last] target frames ready to lift; beyond --max-lag the oldest are
+        dropped, since their windows have left the ring."""
+        cap, out = self.ring.capacity, []
         for st in touched:
             ready = st.n - 1 if st.ended else st.n - 1 - self.lookahead
             lo = st.next_target
@@ -341,40 +449,108 @@ class Server:
                 continue
             oldest = st.n - cap + self.back  # the oldest target whose window is still in the ring
             if lo < oldest:
-                st.dropped += oldest - lo
-                with self.stats.lock:
-                    self.stats.dropped += oldest - lo
+                self._drop(st, oldest - lo, shed=False)
                 lo = oldest
-            k = ready - lo + 1
-            slots.append(np.full(k, st.slot))
-            targets.append(np.arange(lo, ready + 1))
-            ns.append(np.full(k, st.n))
-            owners.extend([st] * k)
-            st.next_target = ready + 1
-        if not owners:
+            out.append([st, lo, ready])
+        return out
+
+    def _shed(self, pending: list[list]) -> list[list]:
+        """Newest wins: under overload, share what one tick can lift fairly across streams, and
+        drop the frames that would be published later than --max-latency-ms after they became
+        ready (when the last frame their window needs was received).
+
+        Each stream keeps at least its newest ready frame (a machine too slow for the bound
+        still publishes). When a tick cannot lift a frame of every stream, the streams that
+        waited longest go first and the others wait for the next tick.
+        """
+        if self._cost is None:
+            return pending  # nothing measured yet: lift everything once
+        L, c, cap = self.cfg.max_latency_ms / 1e3, self._cost, self.ring.capacity
+        first = {id(p): p[1] for p in pending}  # before shedding
+        t_ready = [self.ring.t_receive[st.slot, np.minimum(np.arange(lo, hi + 1) + self.lookahead,
+                                                           st.n - 1) % cap]
+                   for st, lo, hi in pending]  # per stream (k,), non-decreasing
+        budget = max(1, int(0.5 * L / c))  # windows a tick may lift: half the bound
+        if sum(len(t) for t in t_ready) > budget:
+            self._share(pending, t_ready, budget)
+        kept = [(p, t[len(t) - (p[2] - p[1] + 1):]) for p, t in zip(pending, t_ready)
+                if p is not None]
+        # Lifted oldest first, the m-th window of the tick is out about c * m from now: a stream
+        # starts with its first frame that is still in time, and keeps every later one.
+        stream_of = np.concatenate([np.full(len(t), i) for i, (_, t) in enumerate(kept)])
+        t_all = np.concatenate([t for _, t in kept])
+        newest = np.cumsum([len(t) for _, t in kept]) - 1
+        is_newest = np.zeros(len(t_all), bool)
+        is_newest[newest] = True
+        start = [None] * len(kept)
+        m, now = 0, time.time()
+        for j in np.argsort(t_all, kind="stable"):
+            i = stream_of[j]
+            if start[i] is None and (is_newest[j] or now + c * (m + 1) <= t_all[j] + L):
+                start[i] = j - (newest[i] - len(kept[i][1]) + 1)  # index within the stream
+            m += start[i] is not None
+        out = []
+        for (p, _), k in zip(kept, start):
+            p[1] += k
+            if p[1] > first[id(p)]:
+                self._drop(p[0], p[1] - first[id(p)], shed=True)
+            out.append(p)
+        return out
+
+    def _share(self, pending: list, t_ready: list, budget: int) -> None:
+        """Fewer windows than frames: each stream keeps the same number of its newest (k), and
+        with fewer than one each, the longest-waiting streams go first and the others (never an
+        ended one, which must be flushed now) are deferred to the next tick (set to None)."""
+        lens = np.array([hi - lo + 1 for _, lo, hi in pending])
+        k = 0  # the most frames per stream that fit the budget
+        while k < lens.max() and np.minimum(lens, k + 1).sum() <= budget:
+            k += 1
+        if k == 0:
+            order = sorted(range(len(pending)), key=lambda i: (not pending[i][0].ended,
+                                                              t_ready[i][-1]))
+            for i in order[budget:]:
+                if not pending[i][0].ended:
+                    self._deferred[pending[i][0].slot] = pending[i][0]
+                    pending[i] = None
+            k = 1
+        for p in pending:
+            if p is not None:
+                p[1] = max(p[1], p[2] - k + 1)
+
+    def _tick(self, touched: list[StreamState]) -> None:
+        """One batch of windows: every target frame of every touched stream that is ready."""
+        pending = self._pending(touched)
+        if pending and self.cfg.max_latency_ms:
+            pending = self._shed(pending)
+        if not pending:
             return
-        slots_a, targets_a, n_a = (np.concatenate(x) for x in (slots, targets, ns))
+        slots_a = np.concatenate([np.full(hi - lo + 1, st.slot) for st, lo, hi in pending])
+        targets_a = np.concatenate([np.arange(lo, hi + 1) for _, lo, hi in pending])
+        n_a = np.concatenate([np.full(hi - lo + 1, st.n) for st, lo, hi in pending])
+        owners = [st for st, lo, hi in pending for _ in range(hi - lo + 1)]
+        for st, lo, hi in pending:
+            st.next_target = hi + 1
+            st.published += hi - lo + 1
         seq, t_cap, t_recv, virtual, rot = self.ring.meta(slots_a, targets_a)
-        out_seq = np.empty(len(owners), np.int64)
-        for i, st in enumerate(owners):  # owners are grouped by stream, in frame order
-            out_seq[i] = st.out_seq
-            st.out_seq += 1
         # Oldest frames first, published chunk by chunk: when the loop is behind, the first
         # skeletons do not wait for the whole tick. The sort is stable, so a stream's frames
-        # stay in order.
+        # stay in order. out_seq is the frame's index in its stream: a skipped one is a gap.
         order = np.argsort(t_recv, kind="stable")
         t0 = time.perf_counter()
         for i in range(0, len(order), self.runner.max_batch):
             sel = order[i:i + self.runner.max_batch]
+            t1 = time.perf_counter()
             kp, conf = self.ring.windows(slots_a[sel], targets_a[sel], n_a[sel], self.window,
                                          self.mode)  # (b, T, J, 2), (b, T, J)
             joints = self.runner(kp, conf)  # (b, J, 3) metres, in each frame's virtual camera
             if virtual[sel].any():  # rot is the identity for streams without K
                 joints = from_virtual(joints, rot[sel])
             self._out.put(SkeletonBatch(
-                streams=[owners[j].name for j in sel], out_seq=out_seq[sel], seq=seq[sel],
+                streams=[owners[j].name for j in sel], out_seq=targets_a[sel], seq=seq[sel],
                 t_capture=t_cap[sel], t_receive=t_recv[sel], joints=joints,
                 virtual_camera=virtual[sel]))
+            per = (time.perf_counter() - t1) / len(sel)
+            self._cost = per if self._cost is None else 0.8 * self._cost + 0.2 * per
         dt = 1e3 * (time.perf_counter() - t0)
         with self.stats.lock:
             self.stats.batches[len(owners)] += 1
@@ -384,32 +560,53 @@ class Server:
     def _publish_loop(self, pub: zmq.Socket) -> None:
         base = {"v": P.VERSION, "type": "skeleton", **SKELETON_CONSTANTS,
                 "height_m": self.cfg.height_m, "mode": self.mode, "window": self.window}
+        beat = self.cfg.heartbeat_s
+        next_beat = time.monotonic()
         try:
             while True:
-                item = self._out.get()
+                if beat and time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + beat
+                    self._heartbeat(pub)
+                try:
+                    item = self._out.get(timeout=max(0.0, next_beat - time.monotonic())
+                                         if beat else None)
+                except queue.Empty:
+                    continue
                 if isinstance(item, Stop):
                     break
-                if isinstance(item, Ended):
-                    end = StreamEnd(item.stream, item.reason, frames=int(item.frames),
-                                    published=int(item.published), dropped=int(item.dropped),
-                                    t_publish=time.time())
-                    pub.send_multipart([P.topic(item.stream), P.encode(end.to_msg())])
-                    continue
-                lat, srv = [], []
-                for i, name in enumerate(item.streams):
-                    t_pub = time.time()
-                    msg = dict(base, stream=name, seq=int(item.seq[i]),
-                               out_seq=int(item.out_seq[i]), t_capture=float(item.t_capture[i]),
-                               t_receive=float(item.t_receive[i]), t_publish=t_pub,
-                               joints=P.pack_array(item.joints[i]),
-                               virtual_camera=bool(item.virtual_camera[i]))
-                    # PUB never blocks: a subscriber whose queue is at SNDHWM just misses this
-                    pub.send_multipart([P.topic(name), P.encode(msg)])
-                    lat.append(1e3 * (t_pub - item.t_capture[i]))
-                    srv.append(1e3 * (t_pub - item.t_receive[i]))
-                with self.stats.lock:
-                    self.stats.frames_out += len(item.streams)
-                    self.stats.latency.extend(lat)
-                    self.stats.server_ms.extend(srv)
+                try:
+                    self._publish(pub, base, item)
+                except Exception as e:  # costs this item's messages only
+                    self._internal("publish", getattr(item, "stream", None), e)
         finally:
             pub.close()  # LINGER 500 ms lets queued skeletons go out
+
+    def _heartbeat(self, pub: zmq.Socket) -> None:
+        with self.stats.lock:
+            active = self.stats.active
+        hb = Heartbeat(epoch=self.epoch, t_publish=time.time(),
+                       uptime_s=round(time.time() - self.stats.start, 3), streams_active=active)
+        pub.send_multipart([P.HEARTBEAT_TOPIC, P.encode(hb.to_msg())])
+
+    def _publish(self, pub: zmq.Socket, base: dict, item) -> None:
+        if isinstance(item, Ended):
+            end = StreamEnd(item.stream, item.reason, frames=int(item.frames),
+                            published=int(item.published), dropped=int(item.dropped),
+                            t_publish=time.time(), epoch=self.epoch)
+            pub.send_multipart([P.topic(item.stream), P.encode(end.to_msg())])
+            return
+        lat, srv = [], []
+        for i, name in enumerate(item.streams):
+            t_pub = time.time()
+            msg = dict(base, stream=name, seq=int(item.seq[i]), out_seq=int(item.out_seq[i]),
+                       t_capture=float(item.t_capture[i]), t_receive=float(item.t_receive[i]),
+                       t_publish=t_pub, joints=P.pack_array(item.joints[i]),
+                       virtual_camera=bool(item.virtual_camera[i]), epoch=self.epoch)
+            # PUB never blocks: a subscriber whose queue is at SNDHWM just misses this
+            pub.send_multipart([P.topic(name), P.encode(msg)])
+            lat.append(1e3 * (t_pub - item.t_capture[i]))
+            srv.append(1e3 * (t_pub - item.t_receive[i]))
+        with self.stats.lock:
+            self.stats.frames_out += len(item.streams)
+            self.stats.latency.extend(lat)
+            self.stats.server_ms.extend(srv)

@@ -23,7 +23,8 @@ class Stats:
     def __init__(self, window: int = 20000):
         self.lock = threading.Lock()
         self.start = time.time()
-        self.frames_in = self.frames_out = self.dropped = self.evicted = 0
+        self.frames_in = self.frames_out = self.dropped = self.evicted = self.shed = 0
+        self.shed_per_stream: Counter = Counter()  # live streams only: frames shed for latency
         self.errors: Counter = Counter()
         self.batches: Counter = Counter()  # windows per tick -> ticks
         self.latency = deque(maxlen=window)  # capture -> publish, ms
@@ -40,6 +41,8 @@ class Stats:
                 "frames_in": self.frames_in,
                 "frames_out": self.frames_out,
                 "frames_dropped": self.dropped,
+                "frames_shed": self.shed,
+                "shed_per_stream": dict(self.shed_per_stream),
                 "streams_evicted": self.evicted,
                 "errors": dict(self.errors),
                 "ticks": n,
@@ -59,7 +62,8 @@ def format_stats(s: dict, rate: float | None = None) -> str:
     fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     return (f"streams {s['streams_active']} | in {s['frames_in']:,} out {s['frames_out']:,}"
             + (f" ({rate:,.0f}/s)" if rate is not None else "")
-            + f" | dropped {s['frames_dropped']:,} | errors {errs:,}"
+            + f" | dropped {s['frames_dropped']:,} (shed {s.get('frames_shed', 0):,})"
+            + f" | errors {errs:,}"
             + (f" ({detail})" if detail else "")
             + f" | batch mean {s['batch_mean']:.1f} max {s['batch_max']}"
             + f" | latency p50 {fmt(lat['p50'])} p99 {fmt(lat['p99'])} ms"

@@ -46,7 +46,7 @@ def connect(cls, endpoint: str, *args, **kwargs):
 def stream_id(sid: str, what: str) -> str:
     from streamlift.serve.protocol import STREAM_ID_RE
 
-    if not STREAM_ID_RE.match(sid):
+    if not STREAM_ID_RE.fullmatch(sid):
         raise UserError(f"{what} {sid!r} is not a valid stream id (1-64 characters of "
                         f"A-Z a-z 0-9 _ . : -)")
     return sid
@@ -111,17 +111,20 @@ def send_streams(c: SendConfig):
     return streams, K, fps
 
 
-def send(c: SendConfig, progress: bool = True) -> int:
-    """Replay what `c` names to its server; prints the report. 1 if the server sent errors."""
+def send(c: SendConfig, curve=None, progress: bool = True) -> int:
+    """Replay what `c` names to its server (through CURVE with `curve`, a CurveKeys); prints
+    the report. 1 if the server sent errors."""
     from streamlift.serve.clients import Producer, replay
 
     streams, K, fps = send_streams(c)
-    producer = connect(Producer, c.to, lists=c.lists)
+    producer = connect(Producer, c.to, lists=c.lists, curve=curve)
     try:
         producer.request("ping", 3.0)
     except TimeoutError:
         producer.close()
-        raise UserError(f"no streamlift server answers at {c.to}") from None
+        raise UserError(f"no streamlift server answers at {c.to}" + (
+            " (with CURVE: is this client's public key in the server's --curve-clients, and "
+            "is the server key right?)" if curve is not None else "")) from None
     log(f"send: {len(streams)} streams at {fps:g} fps to {c.to}")
     try:
         res = replay(producer, streams, fps, c.frames, c.loop, c.noise_px, c.jitter_ms, c.seed,
@@ -153,20 +156,51 @@ def _print(msg, quiet: bool) -> None:
           f"  head {at(*msg.joints[10])}  r_wrist {at(*msg.joints[16])}", flush=True)
 
 
-def watch(c: WatchConfig, rec, live=None, quiet: bool = False) -> None:
-    """Subscribe as `c` says until its count or duration (or SIGINT/SIGTERM, or `live.quit`):
-    print each skeleton unless quiet, record it to `rec`, draw it on `live`; then the summary."""
-    from streamlift.serve.clients import Subscriber
-    from streamlift.serve.messages import Gaps, StreamEnd
+class _Liveness:
+    """What `watch` says about the server itself: restarts (a new epoch) and silence (no
+    heartbeat or skeleton for `silence_s`), each said once when it happens."""
 
-    sub = connect(Subscriber, c.source, c.stream)
+    def __init__(self, gaps, silence_s: float = 3.0):
+        self.gaps, self.silence_s = gaps, silence_s
+        self.last = time.monotonic()
+        self.silent = False
+
+    def heard(self, msg) -> None:
+        epoch = self.gaps.epoch
+        if self.silent:
+            log(f"watch: the server is back after {time.monotonic() - self.last:.1f} s")
+        self.last, self.silent = time.monotonic(), False
+        if self.gaps.see_epoch(msg.epoch):
+            log(f"watch: the server restarted (epoch {epoch} -> {msg.epoch}); frames lost across "
+                f"the restart are counted from the input seq")
+
+    def tick(self) -> None:
+        if not self.silent and time.monotonic() - self.last > self.silence_s:
+            self.silent = True
+            log(f"watch: no heartbeat from the server for {self.silence_s:g} s: it is down or "
+                f"unreachable (subscribers reconnect by themselves)")
+
+
+def watch(c: WatchConfig, rec, live=None, quiet: bool = False, curve=None) -> None:
+    """Subscribe as `c` says (through CURVE with `curve`) until its count or duration (or
+    SIGINT/SIGTERM, or `live.quit`): print each skeleton unless quiet, record it to `rec`, draw
+    it on `live`, say when the server restarts or goes silent; then the summary."""
+    from streamlift.serve.clients import Subscriber
+    from streamlift.serve.messages import Gaps, Heartbeat, StreamEnd
+
+    sub = connect(Subscriber, c.source, c.stream, heartbeats=True, curve=curve)
     gaps, per_stream, stop = Gaps(), Counter(), threading.Event()  # skeletons per stream
+    alive = _Liveness(gaps)
     count, deadline = c.count or math.inf, time.monotonic() + (c.duration or math.inf)
     with on_signals(lambda *_: stop.set()):
         try:
             while not stop.is_set() and per_stream.total() < count and \
                     time.monotonic() < deadline and not (live is not None and live.quit):
+                alive.tick()
                 if (msg := sub.recv(100)) is None:
+                    continue
+                alive.heard(msg)
+                if isinstance(msg, Heartbeat):
                     continue
                 rec.add(msg)
                 gaps.add(msg)
@@ -182,13 +216,15 @@ def watch(c: WatchConfig, rec, live=None, quiet: bool = False) -> None:
             if live is not None:
                 log("watch: " + live.close())
     log(f"watch: {per_stream.total():,} skeletons from {len(+per_stream)} streams, "
-        f"{gaps.total:,} missed (gaps in out_seq)" + (f"; recorded to {c.out}" if c.out else ""))
+        f"{gaps.total:,} missed (gaps in out_seq, and in seq across {gaps.restarts} server "
+        f"restarts)" + (f"; recorded to {c.out}" if c.out else ""))
 
 
 def demo_report(r: dict) -> str:
     """The lines `streamlift demo` prints of run_demo's report."""
     fmt = lambda k, u=" ms": "-" if r[k] is None else f"{r[k]:.1f}{u}"  # noqa: E731
-    return (f"frames: sent {r['frames_sent']:,}, received {r['frames_received']:,} "
+    shed = f", {r['frames_shed']:,} shed to keep the latency bound" if r.get("frames_shed") else ""
+    return (f"frames: sent {r['frames_sent']:,}, received {r['frames_received']:,}{shed} "
             f"({r['streams']} streams at {r['fps']:g} fps, {r['mode']} window {r['window']}, "
             f"{r['device']})\n"
             f"latency capture->publish: p50 {fmt('latency_ms_p50')}, "

@@ -48,5 +48,5 @@ class Drawing:
         "choices": SECOND_VIEWS, "help": "the right-most panel: the side view (from the "
         "camera's right) or a top view (from above and behind the camera)"})
     size: int = field(default=480, metadata={
-        "type": "positive_int", "metavar": "PX", "help": "panel height and width in pixels; the "
+        "type": "panel", "metavar": "PX", "help": "panel height and width in pixels; the "
         "image is 3 panels wide (default %(default)s: 1440x480)"})
