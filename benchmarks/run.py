@@ -26,10 +26,11 @@ sys.path[0] = str(ROOT)
 import torch  # noqa: E402
 
 from benchmarks.harness import Result, environment  # noqa: E402
+from benchmarks.soak import CASES  # noqa: E402
 from streamlift.device import pick_device  # noqa: E402
 from streamlift.errors import UserError  # noqa: E402
 
-SUITES = ("kernels", "model", "engine", "train")
+SUITES = ("kernels", "model", "engine", "train")  # "all"; soak runs only when asked (40 min)
 
 
 def _fmt(v) -> str:
@@ -65,12 +66,13 @@ def markdown_table(rows: list[Result]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python benchmarks/run.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--suite", choices=("all", *SUITES), default="all",
+    ap.add_argument("--suite", choices=("all", *SUITES, "soak"), default="all",
                     help="kernels: attention and Procrustes, fused vs reference vs torch; "
                          "model: lifter windows/s, eager vs CUDA graph, vs VideoPose3D; "
                          "engine: the live server with N 30 fps streams, N swept to saturation; "
-                         "train: training steps/s with and without the diffusion prior "
-                         "(default: all)")
+                         "train: training steps/s with and without the diffusion prior; "
+                         "soak: long run with malformed traffic, a malformed flood, restarts, "
+                         "CURVE vs plain (not part of all) (default: all)")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                     help="where to run (default: cuda when torch sees one, else cpu)")
     ap.add_argument("--quick", action="store_true",
@@ -78,6 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
                          "minutes on a 2-core CPU); the figures are not for publishing")
     ap.add_argument("--max-streams", type=int, default=None,
                     help="engine suite: stop the stream sweep at this N")
+    ap.add_argument("--soak-cases", default=",".join(CASES), metavar="LIST",
+                    help=f"soak suite: which cases, comma-separated (default: {','.join(CASES)})")
+    ap.add_argument("--soak-streams", type=int, default=100, help="soak: streams (default 100)")
+    ap.add_argument("--soak-fps", type=float, default=1.0,
+                    help="soak: frames per second per stream, a rate the machine serves "
+                         "(default 1)")
+    ap.add_argument("--soak-minutes", type=float, default=30.0, help="soak: minutes (default 30)")
+    ap.add_argument("--fuzz-messages", type=int, default=1_000_000,
+                    help="soak suite's fuzz case: malformed messages (default 1,000,000)")
+    ap.add_argument("--fuzz-rate", type=float, default=2000.0,
+                    help="fuzz case: malformed messages per second (default 2,000: what a "
+                         "2-core CPU absorbs beside 4 live streams without losing their frames)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--json", type=Path, default=None, metavar="OUT",
@@ -100,6 +114,9 @@ def main(argv=None) -> int:
     print(f"streamlift benchmarks on {env['device_name']} | torch {env['torch']} | "
           f"triton {env['triton']} | commit {env['git_commit']} | {env['timestamp']}"
           + (" | QUICK (not for publishing)" if a.quick else ""), flush=True)
+    if unknown := set(a.soak_cases.split(",")) - set(CASES):
+        raise SystemExit(f"benchmarks/run.py: error: unknown --soak-cases {sorted(unknown)}; "
+                         f"choose from {','.join(CASES)}")
     suites = SUITES if a.suite == "all" else (a.suite,)
     rows: list[Result] = []
     by_suite: dict[str, list[Result]] = {}
@@ -108,6 +125,10 @@ def main(argv=None) -> int:
         print(f"\n== {name} ==", flush=True)
         t0 = time.perf_counter()
         kwargs = {"max_streams": a.max_streams} if name == "engine" else {}
+        if name == "soak":
+            kwargs = {"cases": tuple(a.soak_cases.split(",")), "streams": a.soak_streams,
+                      "fps": a.soak_fps, "minutes": a.soak_minutes, "fuzz": a.fuzz_messages,
+                      "fuzz_rate": a.fuzz_rate}
         try:
             mod = __import__(f"benchmarks.{name}", fromlist=["run"])
             got = mod.run(device, a.quick, log=lambda line: print(line, flush=True), **kwargs)

@@ -18,6 +18,7 @@ from streamlift.serve.clients import Producer, Subscriber
 from streamlift.serve.curve import CurveKeys, make_keys
 from streamlift.serve.messages import Gaps, Heartbeat, Skeleton, StreamEnd
 from streamlift.serve.server import Server, ServerConfig
+from streamlift.serve.shed import TickCost, plan
 from test_engine_server import (ANY, collect, free_ports, handshake, motion, offline, serve,
                                 tiny)
 
@@ -244,8 +245,15 @@ def _overloaded(n_streams: int, frames: int, cost_s: float, latency_ms: float, s
             t = now - spacing * (frames - 1 - k) - 1e-3 * i
             server.ring.push(st, KP[:, :2], KP[:, 2], k, t, t)
         sts.append(st)
-    server._cost = cost_s
+    server._cost = linear_cost(cost_s)
     return server, sts, now
+
+
+def linear_cost(per_window: float, overhead: float = 0.0) -> TickCost:
+    cost = TickCost()
+    cost.add(1, overhead + per_window)
+    cost.add(2, overhead + 2 * per_window)
+    return cost
 
 
 def _lifted(server) -> dict:
@@ -288,10 +296,34 @@ def test_overload_with_less_than_a_frame_per_stream_serves_the_longest_waiting_f
     assert all(st.next_target == 0 and st.dropped == 0 for st in server._deferred.values())
     deferred = list(server._deferred.values())
     server._deferred.clear()
-    server._cost = 0.0166
+    server._cost = linear_cost(0.0166)
     server._tick(deferred)
     assert _lifted(server) == {"s4": [2], "s5": [2], "s6": [2]}
     server.ctx.term()
+
+
+def test_tick_cost_is_a_fixed_cost_per_call_plus_one_per_window():
+    cost = TickCost()
+    for n in (1, 4, 16, 8, 1):
+        cost.add(n, 0.02 + 0.0005 * n)
+    np.testing.assert_allclose(cost(np.array([1, 10, 100])), [0.0205, 0.025, 0.07])
+    one = TickCost()
+    one.add(3, 0.03)  # one batch size seen: proportional
+    assert one(6) == pytest.approx(0.06)
+
+
+def test_a_costly_call_but_cheap_windows_sheds_nothing_that_is_in_time():
+    """20 ms per call, 0.5 ms per window: 2 streams with 2 frames each (30 ms old and new)
+    all fit a 150 ms bound. Costed per window at batch 1 (20.5 ms), a tick would seem to hold
+    only 3 windows and an in-time frame would be shed."""
+    now = 1000.0
+    t = [np.array([now - 0.03, now]), np.array([now - 0.03, now - 0.001])]
+    assert plan(t, [False, False], now, 0.15, linear_cost(0.0005, 0.02)) == [0, 0]
+    assert plan(t, [False, False], now, 0.15, linear_cost(0.0205)) == [1, 1]  # the old rule
+    # late frames still go, all but the newest: 200 ms old against a 150 ms bound
+    late = [np.array([now - 0.2, now - 0.19, now])]
+    assert plan(late, [False], now, 0.15, linear_cost(0.0005, 0.02)) == [2]
+    assert plan([np.array([now - 1.0])], [False], now, 0.15, linear_cost(0.001)) == [0]
 
 
 def test_no_shedding_without_a_latency_bound():
@@ -494,3 +526,26 @@ def test_binding_beyond_loopback_warns_only_without_curve(keys):
         with Server(tiny(), cfg, "cpu", log=lines.append):
             pass
         assert any("without authentication or encryption" in line for line in lines) == warned
+
+
+def test_watch_says_when_the_server_goes_silent_comes_back_and_restarts(capsys, monkeypatch):
+    from streamlift.serve import tools
+
+    clock = [100.0]
+    monkeypatch.setattr(tools.time, "monotonic", lambda: clock[0])
+    alive = tools._Liveness(Gaps(), silence_s=3.0)
+    beat = lambda e: Heartbeat(epoch=e, t_publish=1.7e9, uptime_s=1.0, streams_active=0)  # noqa
+    alive.heard(beat(1))
+    clock[0] += 2.9
+    alive.tick()
+    assert capsys.readouterr().err == ""  # quiet for less than 3 s: nothing to say
+    clock[0] += 0.2
+    alive.tick()
+    alive.tick()  # said once
+    assert capsys.readouterr().err.count("no heartbeat from the server for 3 s") == 1
+    clock[0] += 4.0
+    alive.heard(beat(2))
+    err = capsys.readouterr().err
+    assert "the server is back after 7.1 s" in err and "restarted (epoch 1 -> 2)" in err
+    alive.heard(beat(2))
+    assert capsys.readouterr().err == "" and alive.gaps.restarts == 1

@@ -185,3 +185,32 @@ def test_node_producer_without_a_server_fails_clearly(node):
                        cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert "no streamlift server answers at" in r.stderr
+
+
+def test_node_clients_through_curve(node, weights, tmp_path):  # noqa: F811
+    """With CURVE on, the Node producer and subscriber get through with their keys (and the
+    skeletons are the server's), and the producer without keys finds no server."""
+    from streamlift.serve.curve import make_keys
+
+    make_keys(tmp_path, ["web"])
+    model, _ = load_lifter(weights, torch.device("cpu"))
+    cfg = ServerConfig(input="tcp://127.0.0.1:*", output="tcp://127.0.0.1:*", threads=1,
+                       max_latency_ms=0.0, curve_secret=tmp_path / "server.key_secret",
+                       curve_clients=tmp_path / "clients")
+    keys = ["--curve-server-key", str(tmp_path / "server.key"),
+            "--curve-secret", str(tmp_path / "web.key_secret")]
+    with Server(model, cfg, "cpu", log=lambda line: None) as server:
+        sub = start([node, "subscriber.js", "--from", server.output_endpoint, "--stream",
+                     "web.c", "--timeout", "20", *keys], cwd=NODE_DIR)
+        wait_for_line(sub, "subscribed to")
+        time.sleep(0.5)
+        prod = start([node, "producer.js", "--to", server.input_endpoint, "--stream", "web.c",
+                      "--seconds", "0.2", "--fps", "50", *keys], cwd=NODE_DIR)
+        rc, out, err = finish(prod)
+        assert rc == 0 and "sent 10 frames on web.c" in out and "0 errors" in out, err
+        rc, out, err = finish(sub)
+        assert rc == 0 and len(out.splitlines()) == 10, err
+        assert "web.c ended (end): 10 skeletons" in err
+        r = subprocess.run([node, "producer.js", "--to", server.input_endpoint], cwd=NODE_DIR,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and "no streamlift server answers at" in r.stderr

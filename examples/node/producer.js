@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Dealer } from "zeromq";
 import { encode, decode } from "@msgpack/msgpack";
+import { curveOptions } from "./curve.js";
 
 const { values: opt } = parseArgs({
   options: {
@@ -20,12 +21,15 @@ const { values: opt } = parseArgs({
     fps: { type: "string" }, // frame rate (default: the file's)
     frames: { type: "string", default: fileURLToPath(new URL("frames.json", import.meta.url)) },
     lists: { type: "boolean", default: false }, // send nested lists instead of binary float32
+    "curve-server-key": { type: "string" }, // with CURVE: the server's public key file
+    "curve-secret": { type: "string" }, // and this client's *.key_secret file
     help: { type: "boolean", short: "h", default: false },
   },
 });
 if (opt.help) {
   console.log(`usage: node producer.js [--to ENDPOINT] [--stream ID] [--seconds S] [--fps F]
                         [--frames FILE.json] [--lists]
+                        [--curve-server-key SERVER.key --curve-secret NAME.key_secret]
 Stream 2D keypoint frames (H36M-17 pixels) to a streamlift server, paced in real time, then
 send 'end' and report any errors the server answered.
   --to       the server's ingest (ROUTER) endpoint (default tcp://127.0.0.1:5555)
@@ -33,9 +37,14 @@ send 'end' and report any errors the server answered.
   --seconds  seconds to stream (default: every frame in the file)
   --fps      frames per second (default: the file's)
   --frames   JSON file {fps, layout, frames: [[[u, v] x 17] ...]} (default: frames.json here)
-  --lists    send keypoints as nested lists instead of the binary float32 form`);
+  --lists    send keypoints as nested lists instead of the binary float32 form
+  --curve-server-key, --curve-secret
+             talk CurveZMQ (authenticated, encrypted) to a server started with
+             --curve-secret/--curve-clients: its public key, and this client's key pair
+             (\`streamlift keys\` makes both)`);
   process.exit(0);
 }
+const curve = curveOptions(opt["curve-server-key"], opt["curve-secret"]);
 
 const data = JSON.parse(readFileSync(opt.frames, "utf8"));
 const fps = Number(opt.fps ?? data.fps);
@@ -55,7 +64,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 
 // A DEALER socket; every message is ONE ZeroMQ frame holding one msgpack map.
 // receiveTimeout makes receive() throw instead of waiting forever for a missing server.
-const sock = new Dealer({ linger: 1000, receiveTimeout: 3000 });
+const sock = new Dealer({ linger: 1000, receiveTimeout: 3000, ...curve });
 sock.connect(opt.to);
 
 // Is a server there? 'ping' is answered with 'pong' (valid frames are never answered).

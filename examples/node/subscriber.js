@@ -8,6 +8,7 @@
 import { parseArgs } from "node:util";
 import { Subscriber } from "zeromq";
 import { decode } from "@msgpack/msgpack";
+import { curveOptions } from "./curve.js";
 
 const { values: opt } = parseArgs({
   options: {
@@ -16,20 +17,27 @@ const { values: opt } = parseArgs({
     count: { type: "string" }, // stop after this many skeletons
     timeout: { type: "string", default: "30" }, // give up after this many quiet seconds
     json: { type: "boolean", default: false },
+    "curve-server-key": { type: "string" }, // with CURVE: the server's public key file
+    "curve-secret": { type: "string" }, // and this client's *.key_secret file
     help: { type: "boolean", short: "h", default: false },
   },
 });
 if (opt.help) {
   console.log(`usage: node subscriber.js [--from ENDPOINT] [--stream ID] [--count N] [--timeout S] [--json]
+                          [--curve-server-key SERVER.key --curve-secret NAME.key_secret]
 Print the 3D joints (metres, camera frame: x right, y down, z forward; pelvis at the origin)
 of every skeleton a streamlift server publishes. With --stream, exits when that stream ends.
   --from     the server's PUB endpoint (default tcp://127.0.0.1:5556)
   --stream   only this stream (default: all streams)
   --count    stop after this many skeletons
   --timeout  give up after this many seconds without a message (default 30)
-  --json     one JSON object per skeleton, all 17 joints by name`);
+  --json     one JSON object per skeleton, all 17 joints by name
+  --curve-server-key, --curve-secret
+             subscribe through CurveZMQ to a server started with --curve-secret/--curve-clients
+             (its public key, and this client's key pair; \`streamlift keys\` makes both)`);
   process.exit(0);
 }
+const curve = curveOptions(opt["curve-server-key"], opt["curve-secret"]);
 
 // H36M-17: the joint order of every published skeleton (docs/protocol.md, section 5).
 const JOINTS = ["pelvis", "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "spine",
@@ -48,7 +56,7 @@ function unpackF32(a) {
 
 const fmt = (p) => `(${p.map((x) => (x >= 0 ? "+" : "") + x.toFixed(3)).join(", ")})`;
 
-const sub = new Subscriber({ receiveTimeout: 1000 * Number(opt.timeout) });
+const sub = new Subscriber({ receiveTimeout: 1000 * Number(opt.timeout), ...curve });
 sub.connect(opt.from);
 // Topics are "skel/<stream>/": the trailing slash keeps "cam1" from matching "cam10".
 sub.subscribe(opt.stream ? `skel/${opt.stream}/` : "skel/");

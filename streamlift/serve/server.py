@@ -33,6 +33,7 @@ from streamlift.serve.ring import RingStore, StreamState
 from streamlift.serve.config import ServerConfig
 from streamlift.serve.curve import load_server_keys
 from streamlift.serve.runner import Runner, skeleton_fn
+from streamlift.serve.shed import TickCost, plan
 from streamlift.errors import UserError
 from streamlift.lifter.model import NRSfMFormer
 from streamlift.serve.stats import Stats
@@ -89,7 +90,7 @@ class Server:
         self.input_endpoint = self.output_endpoint = self.pull_endpoint = None
         self.runner: Runner | None = None
         self._deferred: dict[int, StreamState] = {}  # by slot: pending frames for the next tick
-        self._cost: float | None = None  # seconds per lifted window (running mean), for shedding
+        self._cost = TickCost()  # seconds per tick of n windows, for shedding
 
     # ---------------------------------------------------------------------------- lifecycle
     def _bind(self, kind: int, endpoint: str) -> tuple[zmq.Socket, str]:
@@ -455,67 +456,26 @@ class Server:
         return out
 
     def _shed(self, pending: list[list]) -> list[list]:
-        """Newest wins: under overload, share what one tick can lift fairly across streams, and
-        drop the frames that would be published later than --max-latency-ms after they became
-        ready (when the last frame their window needs was received).
-
-        Each stream keeps at least its newest ready frame (a machine too slow for the bound
-        still publishes). When a tick cannot lift a frame of every stream, the streams that
-        waited longest go first and the others wait for the next tick.
-        """
-        if self._cost is None:
+        """Newest wins (streamlift.serve.shed): drop what would publish later than
+        --max-latency-ms, share the tick fairly, defer streams to the next tick if need be."""
+        if not self._cost.known:
             return pending  # nothing measured yet: lift everything once
-        L, c, cap = self.cfg.max_latency_ms / 1e3, self._cost, self.ring.capacity
-        first = {id(p): p[1] for p in pending}  # before shedding
+        cap = self.ring.capacity
         t_ready = [self.ring.t_receive[st.slot, np.minimum(np.arange(lo, hi + 1) + self.lookahead,
                                                            st.n - 1) % cap]
-                   for st, lo, hi in pending]  # per stream (k,), non-decreasing
-        budget = max(1, int(0.5 * L / c))  # windows a tick may lift: half the bound
-        if sum(len(t) for t in t_ready) > budget:
-            self._share(pending, t_ready, budget)
-        kept = [(p, t[len(t) - (p[2] - p[1] + 1):]) for p, t in zip(pending, t_ready)
-                if p is not None]
-        # Lifted oldest first, the m-th window of the tick is out about c * m from now: a stream
-        # starts with its first frame that is still in time, and keeps every later one.
-        stream_of = np.concatenate([np.full(len(t), i) for i, (_, t) in enumerate(kept)])
-        t_all = np.concatenate([t for _, t in kept])
-        newest = np.cumsum([len(t) for _, t in kept]) - 1
-        is_newest = np.zeros(len(t_all), bool)
-        is_newest[newest] = True
-        start = [None] * len(kept)
-        m, now = 0, time.time()
-        for j in np.argsort(t_all, kind="stable"):
-            i = stream_of[j]
-            if start[i] is None and (is_newest[j] or now + c * (m + 1) <= t_all[j] + L):
-                start[i] = j - (newest[i] - len(kept[i][1]) + 1)  # index within the stream
-            m += start[i] is not None
-        out = []
-        for (p, _), k in zip(kept, start):
-            p[1] += k
-            if p[1] > first[id(p)]:
-                self._drop(p[0], p[1] - first[id(p)], shed=True)
-            out.append(p)
-        return out
-
-    def _share(self, pending: list, t_ready: list, budget: int) -> None:
-        """Fewer windows than frames: each stream keeps the same number of its newest (k), and
-        with fewer than one each, the longest-waiting streams go first and the others (never an
-        ended one, which must be flushed now) are deferred to the next tick (set to None)."""
-        lens = np.array([hi - lo + 1 for _, lo, hi in pending])
-        k = 0  # the most frames per stream that fit the budget
-        while k < lens.max() and np.minimum(lens, k + 1).sum() <= budget:
-            k += 1
-        if k == 0:
-            order = sorted(range(len(pending)), key=lambda i: (not pending[i][0].ended,
-                                                              t_ready[i][-1]))
-            for i in order[budget:]:
-                if not pending[i][0].ended:
-                    self._deferred[pending[i][0].slot] = pending[i][0]
-                    pending[i] = None
-            k = 1
-        for p in pending:
-            if p is not None:
-                p[1] = max(p[1], p[2] - k + 1)
+                   for st, lo, hi in pending]  # when each frame's window was complete
+        first = plan(t_ready, [st.ended for st, _, _ in pending], time.time(),
+                     self.cfg.max_latency_ms / 1e3, self._cost)
+        kept = []
+        for p, k in zip(pending, first):
+            if k is None:
+                self._deferred[p[0].slot] = p[0]
+                continue
+            if k:
+                self._drop(p[0], k, shed=True)
+                p[1] += k
+            kept.append(p)
+        return kept
 
     def _tick(self, touched: list[StreamState]) -> None:
         """One batch of windows: every target frame of every touched stream that is ready."""
@@ -549,8 +509,7 @@ class Server:
                 streams=[owners[j].name for j in sel], out_seq=targets_a[sel], seq=seq[sel],
                 t_capture=t_cap[sel], t_receive=t_recv[sel], joints=joints,
                 virtual_camera=virtual[sel]))
-            per = (time.perf_counter() - t1) / len(sel)
-            self._cost = per if self._cost is None else 0.8 * self._cost + 0.2 * per
+            self._cost.add(len(sel), time.perf_counter() - t1)
         dt = 1e3 * (time.perf_counter() - t0)
         with self.stats.lock:
             self.stats.batches[len(owners)] += 1
