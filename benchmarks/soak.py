@@ -15,6 +15,10 @@ Cases (one or more Result rows each):
 - `fuzz`: M malformed messages (a pool of varied ones, cycled) through the DEALER socket at a
   rate the CPU absorbs beside 2 valid 30 fps streams (--fuzz-rate); every answer is checked
   against the code the protocol gives, the valid streams against what they sent.
+- `overload`: N streams at 30 fps into `streamlift serve` (the shipped lifter, 1 torch thread)
+  well past what it lifts: per stream, the receive -> publish p99 against --max-latency-ms,
+  frames shed (its `end`) against the gaps its subscriber counted, and whether any live stream
+  was evicted; the overload factor is offered / published frames per second.
 - `restart`: 2 streams at 30 fps into a `streamlift serve` process that is stopped (SIGTERM)
   or killed (SIGKILL) mid-stream and started again at once on the same ports. Reported: the
   outage (stop -> first skeleton of the new run), the time the new process takes to answer,
@@ -47,7 +51,7 @@ from streamlift.serve import protocol as P
 from streamlift.serve.clients import Producer, Subscriber
 from streamlift.serve.messages import Gaps, Heartbeat, Skeleton
 
-CASES = ("soak", "fuzz", "restart", "curve")
+CASES = ("soak", "fuzz", "overload", "restart", "curve")
 VALID_STREAMS = 2  # beside the fuzz flood: 60 windows/s, well within what 2 cores lift
 BAD_VALUES = [None, True, False, -1, 2**63, 2**64 - 1, -2**63, 1.5, math.nan, math.inf, "",
               "x" * 70, b"\x00", [], {}, [[1.0] * 3] * 16, [[True, 1.0]] * 17, [[[[1.0]]]],
@@ -156,6 +160,7 @@ class _Collector(threading.Thread):
         self.sub = Subscriber(out, heartbeats=True)
         self.gaps, self.seqs, self.epochs = Gaps(from_start=True), {}, []
         self.first_of_epoch: dict[int, float] = {}
+        self.hook = None  # called with every message, when set
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -163,6 +168,8 @@ class _Collector(threading.Thread):
             m = self.sub.recv(50)
             if m is None:
                 continue
+            if self.hook is not None:
+                self.hook(m)
             if m.epoch is not None and (not self.epochs or self.epochs[-1] != m.epoch):
                 self.epochs.append(m.epoch)
             if isinstance(m, Skeleton):
@@ -301,6 +308,55 @@ def _answers(p: Producer, pool, answered: int, wrong: int, block: bool) -> tuple
     return answered, wrong
 
 
+def overload(streams: int, seconds: float, log) -> Result:
+    inp, out = _free_ports(2)
+    proc = _start_server(inp, out, "--max-streams", str(streams), "--idle-timeout", "2")
+    try:
+        _wait_ready(inp)
+        col = _Collector(out)
+        col.lat: dict[str, list[float]] = {}
+        ends: dict = {}
+
+        def keep(m):  # every skeleton's receive -> publish, per stream; every end
+            if isinstance(m, Skeleton):
+                col.lat.setdefault(m.stream, []).append(1e3 * (m.t_publish - m.t_receive))
+            elif not isinstance(m, Heartbeat):
+                ends[m.stream] = m
+        col.hook = keep
+        col.start()
+        time.sleep(0.5)
+        sender = _Sender(inp, streams, 30.0)
+        sender.start()
+        time.sleep(seconds)
+        sender.done.set()
+        sender.join(10)
+        probe = Producer(inp)
+        stats = probe.request("stats", 10.0)["stats"]  # before the idle timeout ends anything
+        time.sleep(1.5)
+        col.done.set()
+        col.join(5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    p99 = {s: float(np.percentile(v, 99)) for s, v in col.lat.items()}
+    shed = sum(e.dropped for e in ends.values())
+    published = sum(len(v) for v in col.lat.values())
+    offered = sum(sender.sent.values())
+    log(f"  overload: {streams} x 30 fps offered {offered / seconds:,.0f}/s, published "
+        f"{published / seconds:,.0f}/s; per-stream receive->publish p99 "
+        f"{min(p99.values()):.0f}-{max(p99.values()):.0f} ms (bound 150); shed {shed:,}, "
+        f"subscriber gaps {col.gaps.total:,}; evicted {stats['streams_evicted']}")
+    return _row("overload", "streamlift serve (process)", {"streams": streams, "fps": 30.0,
+                                                          "seconds": seconds},
+                round(max(p99.values()), 1), "ms worst stream p99",
+                {"bound_ms": 150.0, "best_stream_p99_ms": round(min(p99.values()), 1),
+                 "overload_factor": round(offered / max(published, 1), 2),
+                 "published_per_s": round(published / seconds), "frames_shed": shed,
+                 "subscriber_gaps": col.gaps.total, "all_shed_visible": col.gaps.total == shed,
+                 "streams_evicted_while_live": stats["streams_evicted"],
+                 "streams_ended": len(ends)})
+
+
 def restart(how: signal.Signals, log, seconds: float = 4.0) -> Result:
     inp, out = _free_ports(2)
     proc = _start_server(inp, out, "--heartbeat", "0.25")
@@ -402,6 +458,8 @@ def run(device: torch.device, quick: bool, log=print, cases: tuple[str, ...] = C
         rows.append(soak(10 if quick else streams, fps, 0.25 if quick else minutes, 0.1, log))
     if "fuzz" in cases:
         rows.append(flood(20_000 if quick else fuzz, fuzz_rate, log))
+    if "overload" in cases:
+        rows.append(overload(16, 5.0 if quick else 30.0, log))
     if "restart" in cases:
         rows += [restart(sig, log, 1.5 if quick else 4.0) for sig in (signal.SIGTERM,
                                                                      signal.SIGKILL)]

@@ -267,20 +267,22 @@ def _lifted(server) -> dict:
 
 def test_overload_sheds_stale_frames_and_shares_the_tick_fairly():
     """4 streams x 20 frames, frame k received 10 (19 - k) ms ago (stream i another i ms
-    earlier); bound 100 ms; 1.02 ms per window. A tick may lift 49 windows (half the bound):
-    each stream gets its newest 12 (frames 8-19; 13 each would be 52). Lifted oldest first,
-    the m-th window is out about 1.02 m ms from now: frames 8 and 9 (110 and 100+ ms old)
-    would be late, frame 10 of the oldest stream (93 ms) is in time as the first window, and
-    every later one too. So each stream publishes 10-19 and sheds 0-9."""
+    earlier); bound 100 ms; 1.02 ms per window; the runner lifts 32 windows per call and
+    publishes each call's chunk when it is done. A tick may lift 49 windows (half the bound):
+    each stream gets its newest 12 (frames 8-19; 13 each would be 52). The first chunk is out
+    32.6 ms from now: frames up to 12 (30 ms or less before their 100 ms are up) would be late;
+    frame 13 of the oldest stream has 37 ms left, so each stream publishes 13-19 (28 windows,
+    one chunk) and sheds 0-12."""
     server, sts, _ = _overloaded(4, 20, 1.02e-3, 100.0, 0.01)
+    assert server.runner.max_batch == 32
     server._tick(sts)
     out = _lifted(server)
     for i, st in enumerate(sts):
-        assert out[f"s{i}"] == list(range(10, 20))  # out_seq: the frame index, gaps visible
-        assert st.dropped == 10 and st.next_target == 20 and st.published == 10
+        assert out[f"s{i}"] == list(range(13, 20))  # out_seq: the frame index, gaps visible
+        assert st.dropped == 13 and st.next_target == 20 and st.published == 7
     s = server.stats.snapshot()
-    assert s["frames_shed"] == 40 == s["frames_dropped"]
-    assert s["shed_per_stream"] == {f"s{i}": 10 for i in range(4)}
+    assert s["frames_shed"] == 52 == s["frames_dropped"]
+    assert s["shed_per_stream"] == {f"s{i}": 13 for i in range(4)}
     server.ctx.term()
 
 

@@ -465,7 +465,7 @@ class Server:
                                                            st.n - 1) % cap]
                    for st, lo, hi in pending]  # when each frame's window was complete
         first = plan(t_ready, [st.ended for st, _, _ in pending], time.time(),
-                     self.cfg.max_latency_ms / 1e3, self._cost)
+                     self.cfg.max_latency_ms / 1e3, self._cost, self.runner.max_batch)
         kept = []
         for p, k in zip(pending, first):
             if k is None:

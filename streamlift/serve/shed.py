@@ -9,7 +9,8 @@ ready frames became ready:
    that arrive while it runs); if there are more, every stream keeps the same number of its
    newest, and with less than one each, the streams that waited longest go first (ended
    streams always: they must be flushed now) and the others wait for the next tick;
-2. lifted oldest first, frame m of the tick is out about cost(m) from now: a stream starts with
+2. lifted oldest first, frame m of the tick is out about cost(m) from now (rounded up to the end
+   of its runner call, which publishes its chunk at once): a stream starts with
    its first frame that is still in time and keeps every later one; its newest always goes (a
    machine too slow for the bound still publishes).
 Everything a stream skips is shed: a gap in its out_seq.
@@ -45,12 +46,13 @@ class TickCost:
 
 
 def plan(t_ready: list[np.ndarray], ended: list[bool], now: float, bound: float,
-         cost: TickCost) -> list[int | None]:
+         cost: TickCost, chunk: int | None = None) -> list[int | None]:
     """Per stream, the index of its first ready frame to lift this tick (every later one is
     lifted too), or None: the stream waits for the next tick (nothing shed).
 
     t_ready[i]: (k_i,) non-decreasing times (s) at which stream i's pending frames became
-    ready; ended[i]: the stream is over (it is never deferred); bound: seconds."""
+    ready; ended[i]: the stream is over (it is never deferred); bound: seconds; chunk: the
+    windows per runner call (a chunk is published when all of it is lifted)."""
     lens = np.array([len(t) for t in t_ready])
     fits = cost(np.arange(1, lens.sum() + 1)) <= 0.5 * bound  # (total,) windows one tick lifts
     budget = max(1, int(fits.sum()))
@@ -66,10 +68,11 @@ def plan(t_ready: list[np.ndarray], ended: list[bool], now: float, bound: float,
                     first[i] = None
             k = 1
         first = [None if f is None else max(0, n - k) for f, n in zip(first, lens)]
-    return _in_time(t_ready, first, now, bound, cost)
+    return _in_time(t_ready, first, now, bound, cost, chunk)
 
 
-def _in_time(t_ready, first, now: float, bound: float, cost: TickCost) -> list[int | None]:
+def _in_time(t_ready, first, now: float, bound: float, cost: TickCost,
+             chunk: int | None) -> list[int | None]:
     """Step 2 of the module docstring on the frames step 1 kept."""
     live = [i for i, f in enumerate(first) if f is not None]
     if not live:
@@ -77,7 +80,10 @@ def _in_time(t_ready, first, now: float, bound: float, cost: TickCost) -> list[i
     t_all = np.concatenate([t_ready[i][first[i]:] for i in live])
     stream = np.concatenate([np.full(len(t_ready[i]) - first[i], i) for i in live])
     index = np.concatenate([np.arange(first[i], len(t_ready[i])) for i in live])
-    out_at = now + cost(np.arange(1, len(t_all) + 1))  # (n,) the m-th lifted window is out then
+    n = len(t_all)
+    done = np.arange(1, n + 1) if chunk is None else \
+        np.minimum((np.arange(n) // chunk + 1) * chunk, n)  # windows lifted when m is out
+    out_at = now + cost(done)  # (n,) when the m-th lifted window is published
     start: dict[int, int] = {}
     m = 0
     for j in np.argsort(t_all, kind="stable"):
