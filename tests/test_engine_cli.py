@@ -21,7 +21,7 @@ from streamlift.lifter.model import load_lifter
 from streamlift.errors import UserError
 from streamlift.lifter.model import LifterConfig, NRSfMFormer, save_checkpoint
 
-COMMANDS = ("serve", "send", "watch", "demo")
+COMMANDS = ("serve", "send", "watch", "demo", "keys")
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +253,23 @@ def test_bench_runner_smoke(weights, tmp_path):
     assert {(r["provider"], r["batch"], r["mode"]) for r in rows} == \
         {("eager", b, m) for b in (1, 3) for m in ("numpy->numpy", "device")}
     assert all(r["median_ms"] > 0 for r in rows)
+
+
+def test_keys_then_curve_flags_are_checked_as_one_line_errors(tmp_path, capsys):
+    from streamlift.cli import main
+
+    k = tmp_path / "keys"
+    assert main(["keys", "--out", str(k), "--client", "cam", "--client", "viewer"]) == 0
+    written = capsys.readouterr().out.split()
+    assert [p.replace(str(k), "K") for p in written] == [
+        "K/server.key", "K/server.key_secret", "K/clients/cam.key", "K/cam.key_secret",
+        "K/clients/viewer.key", "K/viewer.key_secret"]
+    assert main(["keys", "--out", str(k)]) == 2
+    assert "already exists; keys are never overwritten" in capsys.readouterr().err
+    assert main(["keys", "--out", str(k / "x"), "--client", "../evil"]) == 2
+    assert "cannot name a client key" in capsys.readouterr().err
+    assert main(["send", "--curve-secret", str(k / "cam.key_secret")]) == 2
+    assert "needs both" in capsys.readouterr().err
+    assert main(["watch", "--curve-server-key", str(k / "server.key"),
+                 "--curve-secret", str(k / "clients" / "cam.key")]) == 2
+    assert "is a public key" in capsys.readouterr().err

@@ -119,7 +119,11 @@ class ServeOptions:
     """Receive 2D keypoint frames from many producers (ZeroMQ DEALER -> ROUTER), lift every
     frame to 3D with the trained lifter, batching all streams into one batch per tick, and
     publish the skeletons on a PUB socket, one topic per stream. Wire protocol:
-    docs/protocol.md. Binds to 127.0.0.1 by default: the protocol has no authentication."""
+    docs/protocol.md. Binds to 127.0.0.1 by default: without --curve-secret/--curve-clients
+    (CurveZMQ, keys from `streamlift keys`) the protocol has no authentication or encryption.
+    Every message is checked against the protocol's schema; a bad one costs its own error
+    reply. When frames come faster than the model lifts them, stale ones are shed so that
+    latency stays within --max-latency-ms (gaps in out_seq, counted in stats)."""
     window: int | None = field(default=None, metadata={
         "type": "positive_int",
         "help": "frames per window; must match the checkpoint (default: the checkpoint's)"})
