@@ -54,6 +54,7 @@ def run(device: torch.device, quick: bool, log=print) -> list[Result]:
     rows.append(result("model", "fp32 GEMM (peak reference)", "torch.matmul", {"n": peak_info["n"]},
                        peak_info["timing"], gflops=round(peak / 1e9, 1)))
     shipped, _ = load_lifter(None, device)
+    ort = _onnx_fn(shipped, log) if device.type == "cpu" else None  # (B, T, J, 2) -> (B, J, 3)
     windows = (27,) if quick else (27, 81, 243)
     batches = (1, 16) if quick else (1, 8, 64, 256) if device.type == "cpu" else (1, 8, 64, 256, 1024)
     repeats = 5 if quick else 20
@@ -67,41 +68,76 @@ def run(device: torch.device, quick: bool, log=print) -> list[Result]:
         fn = skeleton_fn(model, 1.7)
         peer = VideoPose3D(J, receptive_field_config(T)).to(device).eval()
         graphs = Runner(fn, T, J, device, "graphs", batches) if device.type == "cuda" else None
+        single = None
         for B in batches:
-            kp, conf = _windows(B, T, J, device)
-            flops = count_flops(fn, kp, conf)
-            peer_flops = count_flops(peer, kp)
-            sizes = {"batch": B, "window": T, "joints": J}
-            with torch.no_grad():
-                t_eager = measure(lambda: fn(kp, conf), device, repeats=repeats)
-                t_peer = measure(lambda: peer(kp), device, repeats=repeats)
-                t_graph = None
-                if graphs is not None:
-                    graphs.kp_in[:B].copy_(kp)
-                    graphs.conf_in[:B].copy_(conf)
-                    t_graph = measure(graphs.replays[B].replay, device, repeats=repeats)
-
-            def row(provider, t, fl, **extra):
-                achieved = fl / (t.median / 1e3)
-                return result("model", f"lift T={T}", provider, sizes, t,
-                              windows_per_s=round(B / (t.median / 1e3), 1),
-                              gflop_per_window=round(fl / B / 1e9, 4),
-                              achieved_gflops=round(achieved / 1e9, 2),
-                              fraction_of_gemm_peak=round(achieved / peak, 4), **extra)
-
-            if B == batches[0]:
-                single = t_eager.median / B  # per-stream cost: one window per call
-            # batched vs per-stream: B windows in one call against B calls of one window
-            rows.append(row("streamlift eager", t_eager, flops,
-                            speedup_vs_per_stream=round(single * B / t_eager.median, 2)))
-            if t_graph is not None:
-                rows.append(row("streamlift cuda-graph", t_graph, flops,
-                                speedup_vs_eager=round(t_eager.median / t_graph.median, 2)))
-            best = t_graph or t_eager
-            rows.append(row(f"videopose3d rf{T}", t_peer, peer_flops,
-                            params=sum(p.numel() for p in peer.parameters()),
-                            streamlift_speedup=round(t_peer.median / best.median, 2)))
-            log(f"  T={T} B={B}: eager {t_eager.median:.3f} ms"
-                + (f", graph {t_graph.median:.3f} ms" if t_graph else "")
-                + f", videopose3d {t_peer.median:.3f} ms")
+            got, single = _case(fn, peer, graphs, ort if T == shipped.cfg.window else None, B, T,
+                                J, device, repeats, peak, single, log)
+            rows += got
     return rows
+
+
+def _case(fn, peer, graphs, ort, B: int, T: int, J: int, device, repeats: int, peak: float,
+          single: float | None, log) -> tuple[list[Result], float]:
+    """One (window, batch) point: streamlift eager (and CUDA graph, onnxruntime) vs the peer;
+    `single`: ms per window at the first (smallest) batch, None when this is it."""
+    rows: list[Result] = []
+    kp, conf = _windows(B, T, J, device)
+    flops = count_flops(fn, kp, conf)
+    peer_flops = count_flops(peer, kp)
+    sizes = {"batch": B, "window": T, "joints": J}
+    with torch.no_grad():
+        t_eager = measure(lambda: fn(kp, conf), device, repeats=repeats)
+        t_peer = measure(lambda: peer(kp), device, repeats=repeats)
+        t_ort = measure(lambda: ort(kp, conf), device, repeats=repeats) if ort else None
+        t_graph = None
+        if graphs is not None:
+            graphs.kp_in[:B].copy_(kp)
+            graphs.conf_in[:B].copy_(conf)
+            t_graph = measure(graphs.replays[B].replay, device, repeats=repeats)
+
+    def row(provider, t, fl, **extra):
+        achieved = fl / (t.median / 1e3)
+        return result("model", f"lift T={T}", provider, sizes, t,
+                      windows_per_s=round(B / (t.median / 1e3), 1),
+                      gflop_per_window=round(fl / B / 1e9, 4),
+                      achieved_gflops=round(achieved / 1e9, 2),
+                      fraction_of_gemm_peak=round(achieved / peak, 4), **extra)
+
+    single = single or t_eager.median / B  # per-stream cost: one window per call
+    # batched vs per-stream: B windows in one call against B calls of one window
+    rows.append(row("streamlift eager", t_eager, flops,
+                    speedup_vs_per_stream=round(single * B / t_eager.median, 2)))
+    if t_ort is not None:  # same windows, same threads, same metric scaling
+        rows.append(row("streamlift onnxruntime", t_ort, flops,
+                        vs_torch_eager=round(t_eager.median / t_ort.median, 2)))
+    if t_graph is not None:
+        rows.append(row("streamlift cuda-graph", t_graph, flops,
+                        speedup_vs_eager=round(t_eager.median / t_graph.median, 2)))
+    best = t_graph or t_eager
+    rows.append(row(f"videopose3d rf{T}", t_peer, peer_flops,
+                    params=sum(p.numel() for p in peer.parameters()),
+                    streamlift_speedup=round(t_peer.median / best.median, 2)))
+    log(f"  T={T} B={B}: eager {t_eager.median:.3f} ms"
+        + (f", graph {t_graph.median:.3f} ms" if t_graph else "")
+        + (f", onnxruntime {t_ort.median:.3f} ms" if t_ort else "")
+        + f", videopose3d {t_peer.median:.3f} ms")
+    return rows, single
+
+
+def _onnx_fn(model: NRSfMFormer, log):
+    """The engine's step through onnxruntime (the shipped lifter exported and checked), with
+    as many threads as torch has; None without the onnx extra."""
+    try:
+        from streamlift.lifter.onnx import OnnxLifter, export_checked
+    except ImportError:
+        return None
+    import tempfile
+    from pathlib import Path
+
+    try:
+        path = Path(tempfile.mkdtemp(prefix="bench-onnx-")) / "lifter.onnx"
+        export_checked(model, path)
+        return skeleton_fn(OnnxLifter(path, threads=torch.get_num_threads()), 1.7)
+    except Exception as e:  # the extra not installed, or an export that fails its check
+        log(f"  onnxruntime rows skipped: {e}")
+        return None

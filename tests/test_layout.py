@@ -21,13 +21,15 @@ LEVELS = {
     "streamlift.geometry": 1, "streamlift.device": 1, "streamlift.progress": 1,
     "streamlift.sources": 1,
     "streamlift.windows": 2, "streamlift.metrics": 2, "streamlift.virtual_camera": 2,
-    "streamlift.checkpoint": 2, "streamlift.data": 2,
+    "streamlift.checkpoint": 2, "streamlift.data": 2, "streamlift.rig": 2,
     "streamlift.lifter": 3, "streamlift.prior": 3,
     "streamlift.train": 4, "streamlift.eval": 4, "streamlift.serve": 4, "streamlift.viz": 4,
+    "streamlift.export": 4,
     "streamlift.cli": 5,
 }
 MAX_FUNCTION_LINES = 60
-MAX_CLI_LINES = 500
+MAX_CLI_LINES = 540  # ~25 lines a command: parser wiring from dataclasses, thin handlers
+MAX_HANDLER_LINES = 20  # a cmd_* function: check what only the CLI knows, call the library
 
 
 def unit(module: str) -> str:
@@ -109,6 +111,11 @@ def test_no_function_is_longer_than_60_lines():
 def test_the_cli_is_thin():
     lines = sum(len(p.read_text().splitlines()) for p in (PKG / "cli").glob("*.py"))
     assert lines <= MAX_CLI_LINES, f"streamlift/cli has {lines} lines"
+    long = [f"{p.name}:{n.name} ({n.end_lineno - n.lineno + 1} lines)"
+            for p in (PKG / "cli").glob("*.py") for n in ast.walk(ast.parse(p.read_text()))
+            if isinstance(n, ast.FunctionDef) and n.name.startswith("cmd_")
+            and n.end_lineno - n.lineno + 1 > MAX_HANDLER_LINES]
+    assert not long, f"handlers doing the library's work: {long}"
 
 
 def test_help_does_not_import_torch():

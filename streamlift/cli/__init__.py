@@ -78,7 +78,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from streamlift.eval.evaluate import evaluate_file
 
     dev = device(a.device, a.threads)
-    model, weights = load_model(a.weights, dev, mode=a.mode)
+    model, weights = load_model(a.weights, dev, mode=a.mode, backend=a.backend)
     report(a, *evaluate_file(model, weights, options(a, EVAL), dev, progress=not a.quiet))
     return 0
 
@@ -95,18 +95,19 @@ def _add_train(sub) -> None:
     e = command(sub, "eval", cmd_eval, "score a lifter on a views file with 3D ground truth",
                 EVAL)
     add_config(e, EVAL)
-    shared(e, "weights", "mode", "json", "device", "threads", "quiet")
+    shared(e, "weights", "backend", "mode", "json", "device", "threads", "quiet")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from streamlift.cli import prior, render, serve
+    from streamlift.cli import export, prior, render, serve
 
     p = argparse.ArgumentParser(
         prog="streamlift",
         description="Real-time unsupervised 3D human pose lifting from 2D keypoints.")
     p.add_argument("--version", action="version", version=f"streamlift {__version__}")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
-    for add in (_add_data, _add_train, serve.add_commands, prior.add_commands, render.add_command):
+    for add in (_add_data, _add_train, serve.add_commands, prior.add_commands, render.add_command,
+                export.add_command):
         add(sub)
     return p
 

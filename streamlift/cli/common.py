@@ -142,13 +142,14 @@ def device(name: str, threads: int | None = None):
         return pick_device(name, threads)
 
 
-def load_model(weights, device, window: int | None = None, mode: str | None = None):
-    """The lifter for a command: `streamlift.lifter.load_lifter`, and --window/--mode, when
-    given, checked against the checkpoint."""
+def load_model(weights, device, window: int | None = None, mode: str | None = None,
+               backend: str = "torch"):
+    """The lifter for a command (`streamlift.lifter.model.load_lifter`, run by --backend), and
+    --window/--mode, when given, checked against the checkpoint."""
     from streamlift.lifter.model import load_lifter
 
     try:
-        model, path = load_lifter(weights, device)
+        model, path = load_lifter(weights, device, backend)
     except UserError as e:
         raise UserError(f"{e}; pass --weights W.pt" if weights is None else str(e)) from None
     for flag_, want, have, what in (("--window", window, model.cfg.window, "-frame windows"),

@@ -10,6 +10,7 @@ from streamlift.cli.common import (SERVER, add_config, command, device, flag, gi
 SERVING = ("input output pull max_streams idle_timeout_s max_message_bytes backlog pub_hwm sizes "
            "max_latency_ms heartbeat_s curve_secret curve_clients")
 OPTIONS, CURVE = "streamlift.serve.options:", "streamlift.serve.curve:ClientCurve"
+DEVICE = "where the model runs; auto picks CUDA when there is one"
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
@@ -17,7 +18,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
     from streamlift.serve.tools import serve_until_stopped
 
     dev = device(a.device)
-    model, path = load_model(a.weights, dev, a.window, a.mode)
+    model, path = load_model(a.weights, dev, a.window, a.mode, a.backend)
     cfg = ServerConfig(**given(a, SERVING + " height_m threads"),
                        backend="eager" if a.no_graphs or dev.type != "cuda" else "graphs")
     serve_until_stopped(Server(model, cfg, dev), path.name, a.stats_every)
@@ -32,7 +33,7 @@ def cmd_send(a: argparse.Namespace) -> int:
 
 def cmd_watch(a: argparse.Namespace) -> int:
     from streamlift.serve.clients import Recorder
-    from streamlift.serve.tools import stream_id, watch
+    from streamlift.serve.tools import sinks, stream_id, watch
 
     [stream_id(sid, "--stream") for sid in a.stream or ()]
     live = None
@@ -43,7 +44,8 @@ def cmd_watch(a: argparse.Namespace) -> int:
                               a.render_size)
     with flag("--out"):
         rec = Recorder(a.out)
-    watch(options(a, OPTIONS + "WatchConfig"), rec, live, a.quiet, options(a, CURVE).keys())
+    outs = sinks(options(a, OPTIONS + "WatchSinks"), a.stream[0] if a.stream else None)
+    watch(options(a, OPTIONS + "WatchConfig"), rec, live, a.quiet, options(a, CURVE).keys(), outs)
     return 0
 
 
@@ -58,7 +60,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from streamlift.serve.tools import demo_report, log
 
     dev = device(a.device)
-    model, _ = load_model(a.weights, dev)
+    model, _ = load_model(a.weights, dev, backend=a.backend)
     r = run_demo(model, dev, a.streams, a.fps, a.frames, a.noise_px, a.height_m, a.threads,
                  not a.quiet, log, not a.no_intrinsics, a.curve, a.max_latency_ms)
     report(a, demo_report(r), r)
@@ -69,7 +71,7 @@ def _add_serve(sub) -> None:
     s = command(sub, "serve", cmd_serve, "serve 3D skeletons lifted from live 2D keypoint "
                 "streams (ZeroMQ)", OPTIONS + "ServeOptions")
     add_config(s, SERVER, "input output pull")
-    shared(s, "weights", device="where the model runs; auto picks CUDA when there is one")
+    shared(s, "weights", "backend", device=DEVICE)
     add_config(s, SERVER, "height_m threads")
     add_config(s, OPTIONS + "ServeOptions", "window mode")
     add_config(s, SERVER, "max_streams idle_timeout_s max_message_bytes backlog max_latency_ms "
@@ -93,9 +95,10 @@ def _add_clients(sub) -> None:
     add_config(w, CURVE)
     shared(w, quiet="no line per skeleton, only the summary at the end")
     add_config(w, OPTIONS + "WatchDrawing")
+    add_config(w, OPTIONS + "WatchSinks")
     d = command(sub, "demo", cmd_demo, "serve, stream the shipped sample, and report latency "
                 "and accuracy", OPTIONS + "DemoConfig")
-    shared(d, "weights", device="where the model runs; auto picks CUDA when there is one")
+    shared(d, "weights", "backend", device=DEVICE)
     add_config(d, SERVER, "height_m threads max_latency_ms")
     shared(d, "quiet")
     add_config(d, OPTIONS + "DemoConfig")

@@ -215,11 +215,23 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[NRSfMForm
     return model, ck.get("meta", {})
 
 
-def load_lifter(weights: Path | None, device: torch.device) -> tuple[NRSfMFormer, Path]:
-    """The lifter at `weights`, or the shipped one when it is None; and its path."""
+def load_lifter(weights: Path | None, device: torch.device, backend: str = "torch",
+                threads: int | None = None) -> tuple[NRSfMFormer, Path]:
+    """The lifter at `weights`, or the shipped one when it is None; and its path. With the
+    "onnxruntime" backend: an `OnnxLifter` of an .onnx file, or of the checkpoint exported
+    (and checked) on the fly."""
     from streamlift.paths import DEFAULT_WEIGHTS
 
     path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if weights is None and not path.is_file():
         raise UserError(f"no trained lifter at {path} (the shipped weights are not installed)")
+    if backend == "onnxruntime":
+        from streamlift.lifter.onnx import onnx_lifter
+
+        if torch.device(device).type != "cpu":
+            raise UserError("the onnxruntime backend runs on the CPU")
+        return onnx_lifter(path if path.suffix == ".onnx" else load_checkpoint(path)[0],
+                           threads), path
+    if path.suffix == ".onnx":
+        raise UserError(f"{path.name} is an ONNX lifter: run it with the onnxruntime backend")
     return load_checkpoint(path, device)[0], path

@@ -23,5 +23,10 @@ class RunOptions:
     weights: Path | None = field(default=None, metadata={
         "type": "path", "metavar": "W.pt", "help": "lifter checkpoint (default: the trained "
         "lifter shipped in the package, streamlift/assets/lifter.pt)"})
+    backend: str = field(default="torch", metadata={
+        "choices": ["torch", "onnxruntime"],
+        "help": "what runs the lifter: torch, or onnxruntime on the CPU (`pip install "
+        "\"streamlift[onnx]\"`; --weights may then be an .onnx from `streamlift export "
+        "--onnx`, or a checkpoint exported on the fly)"})
     mode: str | None = field(default=None, metadata={
         "choices": MODES, "help": "check that the checkpoint was trained for this mode"})

@@ -69,6 +69,23 @@ class WatchConfig:
 
 
 @dataclass
+class WatchSinks:
+    """Where else `watch` sends one stream's skeletons (the first --stream, else the first
+    heard) as bone rotations, or every stream's joints (rerun); docs/integrations.md."""
+    bvh: Path | None = field(default=None, metadata={
+        "type": "path", "metavar": "CLIP.bvh", "help": "record one stream as a BVH clip (a fixed "
+        "skeleton fitted to all it heard, Y-up, metres), written when watching stops"})
+    vmc: str | None = field(default=None, metadata={
+        "metavar": "HOST:PORT", "help": "send one stream live over the VMC protocol (OSC/UDP; "
+        "VSeeFace, VMagicMirror, Warudo, Unity: usually 127.0.0.1:39539), the Unity humanoid "
+        "bones from H36M-17 (needs the vmc extra)"})
+    rerun: bool = field(default=False, metadata={
+        "help": "show every stream's skeleton live in a rerun viewer (needs the rerun extra)"})
+    rerun_save: Path | None = field(default=None, metadata={
+        "type": "path", "metavar": "CLIP.rrd", "help": "log the same to an .rrd file instead"})
+
+
+@dataclass
 class WatchDrawing:
     render: Path | None = field(default=None, metadata={
         "type": "path", "metavar": "CLIP.mp4", "help": "draw one stream's skeletons into this "

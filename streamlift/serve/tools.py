@@ -181,10 +181,27 @@ class _Liveness:
                 f"unreachable (subscribers reconnect by themselves)")
 
 
-def watch(c: WatchConfig, rec, live=None, quiet: bool = False, curve=None) -> None:
+def sinks(s, stream: str | None) -> list:
+    """The BVH / VMC / rerun sinks a serve.options.WatchSinks asks for, checked now."""
+    out = []
+    if s.bvh is not None:
+        from streamlift.rig.bvh import BvhRecorder
+        out.append(BvhRecorder(s.bvh, stream))
+    if s.vmc is not None:
+        from streamlift.rig.vmc import VmcSender
+        out.append(VmcSender(s.vmc, stream))
+    if s.rerun or s.rerun_save is not None:
+        from streamlift.rig.rerun_log import RerunLogger
+        out.append(RerunLogger(spawn=s.rerun_save is None, save=s.rerun_save))
+    return out
+
+
+def watch(c: WatchConfig, rec, live=None, quiet: bool = False, curve=None,
+          outs: list = ()) -> None:
     """Subscribe as `c` says (through CURVE with `curve`) until its count or duration (or
     SIGINT/SIGTERM, or `live.quit`): print each skeleton unless quiet, record it to `rec`, draw
-    it on `live`, say when the server restarts or goes silent; then the summary."""
+    it on `live`, hand it to each of `outs` (BVH, VMC, rerun), say when the server restarts or
+    goes silent; then the summary."""
     from streamlift.serve.clients import Subscriber
     from streamlift.serve.messages import Gaps, Heartbeat, StreamEnd
 
@@ -204,6 +221,9 @@ def watch(c: WatchConfig, rec, live=None, quiet: bool = False, curve=None) -> No
                     continue
                 rec.add(msg)
                 gaps.add(msg)
+                if not isinstance(msg, StreamEnd):
+                    for out in outs:
+                        out.add(msg)
                 if not isinstance(msg, StreamEnd) and live is not None:
                     live.add(msg, missed=gaps[msg.stream])
                     if live.quit:
@@ -215,6 +235,8 @@ def watch(c: WatchConfig, rec, live=None, quiet: bool = False, curve=None) -> No
             rec.close()
             if live is not None:
                 log("watch: " + live.close())
+            for out in outs:
+                log("watch: " + out.close())
     log(f"watch: {per_stream.total():,} skeletons from {len(+per_stream)} streams, "
         f"{gaps.total:,} missed (gaps in out_seq, and in seq across {gaps.restarts} server "
         f"restarts)" + (f"; recorded to {c.out}" if c.out else ""))

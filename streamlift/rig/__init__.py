@@ -1,0 +1,1 @@
+"""Skeleton rigs from lifted joint positions: bone rotations, and the sinks that carry them (BVH, VMC, rerun)."""
