@@ -273,3 +273,39 @@ def test_keys_then_curve_flags_are_checked_as_one_line_errors(tmp_path, capsys):
     assert main(["watch", "--curve-server-key", str(k / "server.key"),
                  "--curve-secret", str(k / "clients" / "cam.key")]) == 2
     assert "is a public key" in capsys.readouterr().err
+
+
+def test_watch_records_bvh_and_rerun_of_a_live_stream(weights, tmp_path, capsys):
+    """`watch --bvh --rerun-save`: the skeletons a live server publishes, as a BVH clip of the
+    stream followed (read back by bvhio) and an .rrd of every stream (read back by rerun)."""
+    bvhio = pytest.importorskip("bvhio")
+    pytest.importorskip("rerun")
+    from rerun.chunk import RrdReader
+
+    model, _ = load_lifter(weights, torch.device("cpu"))
+    cfg = ServerConfig(input="tcp://127.0.0.1:*", output="tcp://127.0.0.1:*", threads=1,
+                       max_latency_ms=0.0)
+    with Server(model, cfg, "cpu", log=lambda line: None) as server:
+        rc = {}
+
+        def send():
+            time.sleep(0.5)  # the watcher's subscription first
+            rc["send"] = run(["send", "--to", server.input_endpoint, "--streams", "2",
+                              "--frames", "25", "--fps", "50", "--quiet"])
+
+        t = threading.Thread(target=send)
+        t.start()
+        clip, rrd = tmp_path / "live.bvh", tmp_path / "live.rrd"
+        run(["watch", "--from", server.output_endpoint, "--count", "50", "--duration", "20",
+             "--quiet", "--bvh", str(clip), "--rerun-save", str(rrd)])
+        t.join(20)
+    assert rc["send"] == 0
+    err = capsys.readouterr().err
+    assert f"watch: wrote {clip}: 25 frames of" in err and "at 50 fps" in err
+    assert "watch: logged 50 skeletons of 2 streams" in err
+    assert len(bvhio.readAsHierarchy(str(clip)).Keyframes) == 25
+    rows = sum(ch.num_rows for ch in RrdReader(str(rrd)).stream()
+               if ch.entity_path.endswith("/joints"))
+    assert rows == 50
+    with pytest.raises(UserError, match="HOST:PORT"):
+        run(["watch", "--vmc", "nowhere", "--count", "1"])

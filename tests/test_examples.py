@@ -214,3 +214,28 @@ def test_node_clients_through_curve(node, weights, tmp_path):  # noqa: F811
         r = subprocess.run([node, "producer.js", "--to", server.input_endpoint], cwd=NODE_DIR,
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 1 and "no streamlift server answers at" in r.stderr
+
+
+# ---------------------------------------------------------------------------------- ROS 2
+def test_ros2_bridge_imports_without_ros_and_converts_skeletons():
+    """rclpy is not on PyPI: the bridge (examples/ros2/streamlift_bridge.py) is import-checked
+    here and its conversion tested; it is not run against ROS 2 (docs/integrations.md says
+    so)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bridge", EXAMPLES / "ros2" /
+                                                  "streamlift_bridge.py")
+    bridge = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bridge)  # no rclpy import at module level
+    joints = np.arange(51, dtype=np.float32).reshape(17, 3) / 10
+    spheres, lines = bridge.skeleton_markers("lab.cam0", joints, 1, "rig_")
+    assert spheres["frame_id"] == lines["frame_id"] == "rig_lab.cam0_optical"
+    assert spheres["points"] == [tuple(map(float, p)) for p in joints]
+    from streamlift.rig.rotations import PARENTS
+    want = [(p, j) for j, p in enumerate(PARENTS) if p >= 0]
+    assert sorted(bridge.BONES) == sorted(want)  # the same skeleton as the package's
+    assert lines["points"][2:4] == [spheres["points"][1], spheres["points"][2]]
+    assert bridge.joint_poses(joints)[16] == pytest.approx((4.8, 4.9, 5.0, 0.0, 0.0, 0.0, 1.0))
+    r = subprocess.run([sys.executable, str(EXAMPLES / "ros2" / "streamlift_bridge.py"),
+                        "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--from" in r.stdout

@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                 break
             if msg["type"] != "skeleton":
                 continue  # newer servers may publish other types: skip, don't fail
-            # out_seq counts published skeletons: a gap means WE missed messages (too slow).
+            # out_seq numbers the stream's frames: a gap means skeletons we did not get (we
+            # read too slowly, or the server shed them to keep its latency bound).
             if last_out is not None and msg["out_seq"] != last_out + 1:
                 missed += msg["out_seq"] - last_out - 1
                 print(f"warning: missed {msg['out_seq'] - last_out - 1} skeletons",
