@@ -35,6 +35,8 @@ ap.add_argument("--out-dir", type=Path, required=True, help="where checkpoints a
 ap.add_argument("--no-intrinsics", action="store_true",
                 help="train and score without the virtual camera (streamlift train/eval --no-intrinsics), "
                      "as the table in docs/ablations.md was measured")
+ap.add_argument("--decomposition-windows", type=int, default=2048, metavar="N",
+                help="seeded --val windows the rigid/non-rigid split is measured on (the table: 2048)")
 ap.add_argument("--reuse", action="store_true",
                 help="score an existing checkpoint in --out-dir instead of retraining it (to add test files)")
 args = ap.parse_args()
@@ -68,7 +70,8 @@ for name, extra in variants.items():
             raise SystemExit(f"ablate: training {name!r} failed (see the error above)")
         row = {"train_seconds": round(time.time() - t0), "args": extra}
     model, _ = load_checkpoint(ckpt)
-    row["decomposition"] = {k: round(v, 3) for k, v in decomposition(model, val_views).items()}
+    measured = decomposition(model, val_views, windows=args.decomposition_windows)
+    row["decomposition"] = {k: round(v, 3) for k, v in measured.items()}
     for tname, tfile in tests.items():
         js = args.out_dir / f"{slug}.{tname}.json"
         if cli(["eval", "--threads", str(args.threads), "--data", tfile, "--weights", str(ckpt), "--json", str(js),

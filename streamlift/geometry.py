@@ -14,13 +14,22 @@ on column vectors (`X_cam = R X_world`), and batched code applies them to row ve
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported by the functions that use it, so that the numpy ones (the studio cameras of
+# `streamlift data views`, the renderer's axes) do not pay for it
 
 
 def rotation_6d(a: torch.Tensor) -> torch.Tensor:
     """(..., 6) -> (..., 3, 3) rotation by Gram-Schmidt on two 3-vectors (Zhou et al. 2019)."""
+    import torch
+    import torch.nn.functional as F
+
     a1, a2 = a[..., :3], a[..., 3:]
     b1 = F.normalize(a1, dim=-1)
     b2 = F.normalize(a2 - (b1 * a2).sum(-1, keepdim=True) * b1, dim=-1)
@@ -44,6 +53,8 @@ def camera_rotation(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) 
 
     The camera looks along azimuth `yaw`, tilted down by `pitch`, rolled by `roll` about its axis.
     """
+    import torch
+
     cp, sp = pitch.cos(), pitch.sin()
     fwd = torch.stack([cp * yaw.cos(), cp * yaw.sin(), -sp], dim=-1)  # (B, 3)
     right = torch.stack([yaw.sin(), -yaw.cos(), torch.zeros_like(yaw)], dim=-1)

@@ -6,6 +6,8 @@ scratch folder, in order per file, as one bash script each, after these substitu
 - `../shared/data` and `$D` point at a miniature copy of the shared layout built from the
   shipped CMU sample (two "mocap files", a splits.json), so no shared data is needed;
 - sizes shrink (`--epochs`, `--epoch-windows`, `--steps`, `--frames` ...), see SHRINK.
+docs/training.md's first block, which makes the views the other docs start from, runs once (in
+the `prepared` fixture), not again with the rest of docs/training.md.
 A block that cannot run here (an install, a long-running server), or that another doc's block
 already runs, carries the marker
 `<!-- docs-test: not run; covered by tests/test_x.py -->` (or `.ci/run`) on the line before its
@@ -30,6 +32,7 @@ from streamlift.cli import build_parser
 from streamlift.paths import ASSETS, DEFAULT_PRIOR, SAMPLE_MOCAP
 
 ROOT = Path(__file__).resolve().parent.parent
+TRAINING = ROOT / "docs" / "training.md"  # its first block makes the views the other docs use
 DOCS = sorted([ROOT / "README.md", ROOT / "BENCHMARKS.md", *(ROOT / "docs").glob("*.md"),
                *(p for p in (ROOT / "examples").glob("**/README.md") if "node_modules" not in p.parts),
                *ASSETS.glob("*-card.md")])
@@ -39,7 +42,7 @@ FENCE = re.compile(r"(?:<!--\s*docs-test:\s*(?P<marker>[^>]*?)\s*-->\s*\n)?```(?
 SHRINK = [
     (r"--epochs (\d+)", lambda m: f"--epochs {max(1, int(m[1]) // 4)}"),
     (r"--epoch-windows \d+", lambda m: "--epoch-windows 64"),
-    (r"--steps \d+", lambda m: "--steps 20"),
+    (r"--steps (\d+)", lambda m: f"--steps {min(int(m[1]), 20)}"),  # `probe.py --steps 0` stays 0
     (r"--time-limit \d+", lambda m: "--time-limit 60"),
     (r"--frames \d+", lambda m: "--frames 40"),
     (r"--n \d+", lambda m: "--n 8"),
@@ -163,7 +166,7 @@ def _miniature_shared(d: Path) -> None:
     """A tiny stand-in for ../shared/data: the two mocap files' names, a splits.json."""
     d.mkdir(parents=True)
     with np.load(SAMPLE_MOCAP) as f:
-        clips = {k: f[k][:240] for k in f.files}  # 5 clips x 240 frames at 50 fps
+        clips = {k: f[k][:120] for k in f.files}  # 5 clips x 120 frames at 50 fps
     names = sorted(clips)
     split = {"train": names[:3], "val": names[3:4], "test": names[4:]}
     table = {}
@@ -223,8 +226,7 @@ def prepared(tmp_path_factory):
                PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}")
     views = base / "views-work"
     (views / "views").mkdir(parents=True)
-    training = ROOT / "docs" / "training.md"
-    _, body, line = next(blocks(training))
+    _, body, line = next(blocks(TRAINING))
     _run_block(body, views, shared, env, f"docs/training.md:{line}")
     return shared, env, views / "views"
 
@@ -239,6 +241,7 @@ def test_doc_blocks_run(doc, tmp_path, prepared):
         if (ROOT / name).exists():
             (work / name).symlink_to(ROOT / name)
     _videopose3d_files(work)
-    for marker, body, line in blocks(doc):
-        if not marker:
-            _run_block(body, work, shared, env, f"{doc.relative_to(ROOT)}:{line}")
+    for i, (marker, body, line) in enumerate(blocks(doc)):
+        if marker or (doc == TRAINING and i == 0):  # the views block: `prepared` ran it, and
+            continue  # work/views holds what it made
+        _run_block(body, work, shared, env, f"{doc.relative_to(ROOT)}:{line}")

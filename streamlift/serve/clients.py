@@ -72,7 +72,7 @@ class Producer:
         new, wait = [], timeout_ms
         while self.sock.poll(wait, zmq.POLLIN):
             wait = 0
-            msg = P.decode_output(self.sock.recv())
+            msg = P.decode_output(self.sock.recv_multipart()[-1])  # [-1]: past any envelope
             if msg.get("type") == "error":  # a late stats/pong reply is of no use here
                 new.append(msg)
         self.errors.extend(new)
@@ -85,7 +85,7 @@ class Producer:
         while (left := deadline - time.monotonic()) > 0:
             if not self.sock.poll(int(1000 * left) + 1, zmq.POLLIN):
                 break
-            msg = P.decode_output(self.sock.recv())
+            msg = P.decode_output(self.sock.recv_multipart()[-1])  # [-1]: past any envelope
             if msg.get("type") == "error":
                 self.errors.append(msg)
             elif msg.get("type") in ("stats", "pong"):
