@@ -54,7 +54,10 @@ def plan(t_ready: list[np.ndarray], ended: list[bool], now: float, bound: float,
     ready; ended[i]: the stream is over (it is never deferred); bound: seconds; chunk: the
     windows per runner call (a chunk is published when all of it is lifted)."""
     lens = np.array([len(t) for t in t_ready])
-    fits = cost(np.arange(1, lens.sum() + 1)) <= 0.5 * bound  # (total,) windows one tick lifts
+    total = int(lens.sum())
+    if cost(total) <= 0.5 * bound and min(t[0] for t in t_ready) + bound >= now + cost(total):
+        return [0] * len(t_ready)  # the usual tick: all of it fits, even its oldest in time
+    fits = cost(np.arange(1, total + 1)) <= 0.5 * bound  # (total,) windows one tick lifts
     budget = max(1, int(fits.sum()))
     first = [0] * len(t_ready)
     if lens.sum() > budget:
