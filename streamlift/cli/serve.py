@@ -52,7 +52,8 @@ def cmd_watch(a: argparse.Namespace) -> int:
 def cmd_keys(a: argparse.Namespace) -> int:
     from streamlift.serve.curve import make_keys
 
-    print("\n".join(map(str, make_keys(a.out, a.client))))  # returns None: exit status 0
+    print("\n".join(map(str, make_keys(a.out, a.client))))
+    return 0
 
 
 def cmd_demo(a: argparse.Namespace) -> int:

@@ -157,6 +157,6 @@ def onnx_lifter(model_or_path, threads: int | None = None) -> OnnxLifter:
     temporary file."""
     if isinstance(model_or_path, (str, Path)):
         return OnnxLifter(model_or_path, threads)
-    tmp = Path(tempfile.mkdtemp(prefix="streamlift-onnx-")) / "lifter.onnx"
-    export_checked(model_or_path, tmp)
-    return OnnxLifter(tmp, threads)
+    with tempfile.TemporaryDirectory(prefix="streamlift-onnx-") as tmp:  # the session keeps
+        export_checked(model_or_path, Path(tmp) / "lifter.onnx")  # the model in memory
+        return OnnxLifter(Path(tmp) / "lifter.onnx", threads)
