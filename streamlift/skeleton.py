@@ -1,4 +1,5 @@
-"""Joint layouts: Human3.6M-17 (what the model speaks) and COCO-17 (what most 2D detectors emit).
+"""Joint layouts: Human3.6M-17 (what the model speaks), COCO-17 (what most 2D detectors emit)
+and MPII-16 (Stacked Hourglass, OpenPose-MPI).
 
 Everything that knows a joint index lives here, so that the data pipeline, the model, the
 server and the renderer agree on one layout.
@@ -60,7 +61,19 @@ COCO17 = Layout(
     flip=(0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15),
 )
 
-LAYOUTS = {H36M17.name: H36M17, COCO17.name: COCO17}
+MPII16 = Layout(
+    name="mpii16",
+    joints=(
+        "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax",
+        "upper_neck", "head_top", "r_wrist", "r_elbow", "r_shoulder", "l_shoulder", "l_elbow",
+        "l_wrist",
+    ),
+    # the MPII order of Stacked Hourglass and OpenPose-MPI style detectors
+    parents=(1, 2, 6, 6, 3, 4, -1, 6, 7, 8, 11, 12, 7, 7, 13, 14),
+    flip=(5, 4, 3, 2, 1, 0, 6, 7, 8, 9, 15, 14, 13, 12, 11, 10),
+)
+
+LAYOUTS = {H36M17.name: H36M17, COCO17.name: COCO17, MPII16.name: MPII16}
 ROOT = 0  # pelvis in H36M-17
 
 # Bone pairs whose lengths must match on a symmetric body: (left bone child, right bone child).
@@ -91,30 +104,67 @@ _COCO_TO_H36M_SOURCES: tuple[tuple[int, ...], ...] = (
 )
 
 
-def coco_to_h36m(kp: np.ndarray) -> np.ndarray:
-    """Map COCO-17 keypoints `(..., 17, C)` to H36M-17 `(..., 17, C)`.
+# MPII-16 -> H36M-17. The pelvis is the hip centre (as for COCO; MPII's own pelvis point
+# sits differently from detector to detector), the spine the midpoint of it and the thorax.
+_MPII_TO_H36M_SOURCES: tuple[tuple[int, ...], ...] = (
+    (2, 3),  # pelvis = mid-hip
+    (2,),  # r_hip
+    (1,),  # r_knee
+    (0,),  # r_ankle
+    (3,),  # l_hip
+    (4,),  # l_knee
+    (5,),  # l_ankle
+    (2, 3, 7, 7),  # spine = midpoint of mid-hip and thorax
+    (7,),  # thorax
+    (8,),  # neck_nose = upper neck
+    (9,),  # head = head top
+    (13,),  # l_shoulder
+    (14,),  # l_elbow
+    (15,),  # l_wrist
+    (12,),  # r_shoulder
+    (11,),  # r_elbow
+    (10,),  # r_wrist
+)
 
-    Coordinates of derived joints are the mean of their sources. If C == 3 the last channel is a
-    confidence, and a derived joint gets the smallest confidence of its sources (a mid-hip is only
-    as trustworthy as the worse hip).
+_SOURCES = {COCO17.name: _COCO_TO_H36M_SOURCES, MPII16.name: _MPII_TO_H36M_SOURCES}
+
+
+def _map_to_h36m(kp: np.ndarray, layout: Layout) -> np.ndarray:
+    """Keypoints `(..., J, C)` of `layout` -> H36M-17 `(..., 17, C)`.
+
+    Coordinates of derived joints are the mean of their sources (a source listed twice counts
+    twice). If C == 3 the last channel is a confidence, and a derived joint gets the smallest
+    confidence of its sources (a mid-hip is only as trustworthy as the worse hip).
     """
     kp = np.asarray(kp)
-    if kp.ndim < 2 or kp.shape[-2] != COCO17.num_joints or kp.shape[-1] not in (2, 3):
-        raise ValueError(f"expected COCO-17 keypoints of shape (..., 17, 2|3), got {kp.shape}")
-    out = np.empty_like(kp)
-    for j, src in enumerate(_COCO_TO_H36M_SOURCES):
+    J = layout.num_joints
+    if kp.ndim < 2 or kp.shape[-2] != J or kp.shape[-1] not in (2, 3):
+        raise ValueError(f"expected {layout.name} keypoints of shape (..., {J}, 2|3), "
+                         f"got {kp.shape}")
+    out = np.empty((*kp.shape[:-2], H36M17.num_joints, kp.shape[-1]), dtype=kp.dtype)
+    for j, src in enumerate(_SOURCES[layout.name]):
         out[..., j, :2] = kp[..., list(src), :2].mean(axis=-2)
         if kp.shape[-1] == 3:
             out[..., j, 2] = kp[..., list(src), 2].min(axis=-1)
     return out
 
 
+def coco_to_h36m(kp: np.ndarray) -> np.ndarray:
+    """Map COCO-17 keypoints `(..., 17, C)` to H36M-17 `(..., 17, C)` (`_map_to_h36m`)."""
+    return _map_to_h36m(kp, COCO17)
+
+
+def mpii_to_h36m(kp: np.ndarray) -> np.ndarray:
+    """Map MPII-16 keypoints `(..., 16, C)` to H36M-17 `(..., 17, C)` (`_map_to_h36m`)."""
+    return _map_to_h36m(kp, MPII16)
+
+
 def to_h36m(kp: np.ndarray, layout: str) -> np.ndarray:
     """Return keypoints in H36M-17 order, from any layout named in LAYOUTS."""
     if layout == H36M17.name:
         return np.asarray(kp)
-    if layout == COCO17.name:
-        return coco_to_h36m(kp)
+    if layout in _SOURCES:
+        return _map_to_h36m(kp, LAYOUTS[layout])
     raise ValueError(f"unknown joint layout {layout!r}; known: {sorted(LAYOUTS)}")
 
 

@@ -13,7 +13,7 @@ from streamlift.cli.common import (LIFTER, TRAIN, add_config, command, device, g
 from streamlift.errors import UserError
 
 MODEL = "window mode dim depth heads"
-TRAINING = "epochs epoch_windows batch lr seed prior_weight prior_t_range"
+TRAINING = "epochs epoch_windows batch lr seed prior_weight prior_t_range balance detector"
 VIEWS, IMPORT = "streamlift.data.options:ViewsConfig", "streamlift.data.options:ImportConfig"
 EVAL, FILES = "streamlift.eval.options:EvalConfig", "streamlift.train.options:TrainFiles"
 SWITCHES = "streamlift.train.options:TrainSwitches"
@@ -99,7 +99,7 @@ def _add_train(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from streamlift.cli import export, prior, render, serve
+    from streamlift.cli import adapt, export, prior, render, serve
 
     p = argparse.ArgumentParser(
         prog="streamlift",
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"streamlift {__version__}")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
     for add in (_add_data, _add_train, serve.add_commands, prior.add_commands, render.add_command,
-                export.add_command):
+                export.add_command, adapt.add_command):
         add(sub)
     return p
 

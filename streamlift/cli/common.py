@@ -75,13 +75,14 @@ def add_config(p, where: str, names: str | None = None, only_given: bool = False
         meta = {**meta, **({"help": changed[name]} if isinstance(changed.get(name), str)
                            else changed.get(name, {}))}
         default, text = meta.pop("default", default), meta["help"]
+        opt = meta.get("flag", "--" + name.replace("_", "-"))
+        if default is False:  # a switch; with only_given, None when left out
+            p.add_argument(opt, dest=name, help=text, action="store_true",
+                           default=None if only_given else False)
+            continue
         if only_given:
             shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
             text, default = f"{text} (default {shown})", None
-        opt = meta.get("flag", "--" + name.replace("_", "-"))
-        if default is False:
-            p.add_argument(opt, dest=name, help=text, action="store_true")
-            continue
         kw = {k: meta[k] for k in ("choices", "nargs", "metavar", "required", "action")
               if k in meta}
         kw.setdefault("metavar", None if "choices" in kw else opt[2:].upper().replace("-", "_"))

@@ -63,11 +63,15 @@ def read_split(splits_path: str | Path, stem: str, split: str) -> list[str]:
 
 
 def load_mocap(path: str | Path, splits: str | Path | None = None, split: str | None = None,
-               fps: float | None = None) -> Mocap:
+               fps: float | None = None, source_pelvis: bool = False) -> Mocap:
     """Load a mocap `.npz`, optionally only the sequences of one split.
 
     `fps` overrides the rate read from the `.json` beside the file; one of the two is required.
+    The pelvis is put at the hip centre (streamlift's definition of that joint, as the 2D
+    layouts' mappings make it: `streamlift.data.bodies`) unless `source_pelvis`.
     """
+    from streamlift.data.bodies import pelvis_at_hip_centre
+
     p = Path(path)
     if not p.is_file():
         raise UserError(f"mocap file not found: {p}")
@@ -97,7 +101,8 @@ def load_mocap(path: str | Path, splits: str | Path | None = None, split: str | 
                                 f"(frames, {H36M17.num_joints}, 3)")
             if not np.isfinite(a).all():
                 raise UserError(f"{p}: sequence {n!r} contains NaN or inf")
-            seqs[n] = a.astype(np.float32, copy=False)
+            a = a.astype(np.float32, copy=False)
+            seqs[n] = a if source_pelvis else pelvis_at_hip_centre(a)
     if not seqs:
         raise UserError(f"{p}: no sequences selected")
     return Mocap(seqs, float(src_fps), str(p))

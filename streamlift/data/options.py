@@ -39,9 +39,25 @@ class ViewsConfig:
     src_fps: float | None = field(default=None, metadata={
         "type": "positive_float",
         "help": "source frame rate, when no .json beside the mocap file names it"})
-    image_size: tuple[int, int] = field(default=(1000, 1000), metadata={
+    image_size: tuple[int, int] | None = field(default=None, metadata={
         "type": "positive_int", "nargs": 2, "metavar": ("W", "H"),
-        "help": "image width and height, pixels"})
+        "help": "image width and height, pixels (default: 1000 x 1000 for the studio rig, a "
+        "common phone/webcam/camera size per camera for the wild one)"})
+    rig: str = field(default="studio", metadata={
+        "choices": ["studio", "wild"],
+        "help": "studio: 3-6 m, 1-2 m high, f ~1,150 px; wild: like users' cameras - 1.5-10 m, "
+        "pitch -10 to +50 deg, roll, 35-90 deg field of view, subject anywhere in the image"})
+    bodies: str = field(default="source", metadata={
+        "choices": ["source", "random"],
+        "help": "source: the mocap's own skeletons; random: per sequence a random person's "
+        "bone lengths (adults' spread, some children and tall adults; left = right)"})
+    detector: bool = field(default=False, metadata={
+        "help": "detector-like 2D error (streamlift.data.detector): size-relative per-joint "
+        "noise, slow error, whole pixels, left/right swaps, missed joints (confidence 0, also "
+        "outside the image), confidences that fall with the error"})
+    source_pelvis: bool = field(default=False, metadata={
+        "help": "keep the mocap's own pelvis joint (by default it is put at the hip centre, "
+        "streamlift's definition of it)"})
 
 
 @dataclass

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamlift.data.cameras import IMAGE_SIZE, detector_noise, project, studio_rig, seeded_rng
+from streamlift.data.cameras import IMAGE_SIZE, RIGS, detector_noise, project, seeded_rng
 from streamlift.data.mocap import Mocap, resample
 from streamlift.errors import UserError
 from streamlift.progress import bar as progress_bar
@@ -131,29 +131,46 @@ def save_views(path: str | Path, views: dict[str, View]) -> None:
 
 def make_views(mocap: Mocap, n_cameras: int = 4, seed: int = 0, noise_px: float = 0.0,
                drop_prob: float = 0.0, fps: float | None = None,
-               image_size: tuple[int, int] = IMAGE_SIZE, progress: bool = True) -> dict[str, View]:
-    """Project every sequence through a seeded studio rig: views named `SEQ.camK`.
+               image_size: tuple[int, int] | None = IMAGE_SIZE, progress: bool = True,
+               rig: str = "studio", bodies=None, detector=None) -> dict[str, View]:
+    """Project every sequence through a seeded camera rig: views named `SEQ.camK`.
 
-    The 3D is resampled to `fps` first (when given); each view's kp3d is the motion in that
-    camera's frame and its kp2d the exact perspective projection, plus detector noise if asked.
+    The 3D is resampled to `fps` first (when given) and, with `bodies` (a BodyConfig),
+    performed by a random body per sequence; each view's kp3d is the motion in that camera's
+    frame and its kp2d the exact perspective projection, plus i.i.d. noise and drops
+    (`noise_px`, `drop_prob`) or the detector model (`detector`, a DetectorConfig) if asked.
+    `rig`: "studio" or "wild" (`streamlift.data.cameras`); `image_size` None: the rig's own.
     """
     if noise_px < 0 or not 0 <= drop_prob < 1:
         raise UserError("noise must be >= 0 px and the drop probability in [0, 1)")
     if fps is not None and fps <= 0:
         raise UserError(f"fps must be positive, got {fps}")
+    if rig not in RIGS:
+        raise UserError(f"unknown camera rig {rig!r}; known: {', '.join(RIGS)}")
+    if rig == "studio":
+        image_size = image_size or IMAGE_SIZE
     dst_fps = fps or mocap.fps
     views: dict[str, View] = {}
     with progress_bar(len(mocap.sequences), "views", "seq", progress) as bar:
         for name, seq in mocap.sequences.items():
             motion = resample(seq, mocap.fps, dst_fps)
-            for k, cam in enumerate(studio_rig(motion, n_cameras, seed, name, image_size)):
+            if bodies is not None:
+                from streamlift.data.bodies import random_body
+
+                motion = random_body(motion, seeded_rng(seed + 2, name), bodies)
+            for k, cam in enumerate(RIGS[rig](motion, n_cameras, seed, name, image_size)):
                 view_name = f"{name}.cam{k}"
                 kp3d = cam.to_camera(motion)
                 kp2d = project(kp3d, cam.K)
                 if noise_px > 0 or drop_prob > 0:
                     rng = seeded_rng(seed + 1, view_name)
                     kp2d = detector_noise(kp2d, noise_px, drop_prob, rng)
-                views[view_name] = View(kp2d, kp3d, float(dst_fps), tuple(image_size),
+                if detector is not None:
+                    from streamlift.data.detector import detector_views
+
+                    kp2d = detector_views(kp2d, seeded_rng(seed + 3, view_name).integers(2**62),
+                                          cam.image_size, detector)
+                views[view_name] = View(kp2d, kp3d, float(dst_fps), tuple(cam.image_size),
                                         cam.K.astype(np.float32), cam.extrinsics)
             bar.update()
     return views
@@ -164,12 +181,21 @@ def write_views(c, progress: bool = True) -> str:
     from streamlift.data.mocap import load_mocap
     from streamlift.paths import SAMPLE_MOCAP
 
-    mocap = load_mocap(c.mocap or SAMPLE_MOCAP, c.splits, c.split, fps=c.src_fps)
+    from streamlift.data.bodies import BodyConfig
+    from streamlift.data.detector import DetectorConfig
+
+    mocap = load_mocap(c.mocap or SAMPLE_MOCAP, c.splits, c.split, fps=c.src_fps,
+                       source_pelvis=c.source_pelvis)
     views = make_views(mocap, c.cameras, c.seed, c.noise_px, c.drop_prob, c.fps,
-                       tuple(c.image_size), progress=progress)
+                       c.image_size and tuple(c.image_size), progress=progress, rig=c.rig,
+                       bodies=BodyConfig() if c.bodies == "random" else None,
+                       detector=DetectorConfig() if c.detector else None)
     save_views(c.out, views)
     noise = (f"noise {c.noise_px:g} px, drop {c.drop_prob:g}"
              if c.noise_px or c.drop_prob else "exact 2D")
+    if c.detector:
+        noise = "detector model" + ("" if noise == "exact 2D" else f" + {noise}")
+    noise += f", {c.rig} cameras, {c.bodies} bodies"
     return (f"wrote {c.out}: {len(views)} views ({len(mocap.sequences)} sequences x {c.cameras} "
             f"cameras), {sum(v.frames for v in views.values()):,} frames at "
             f"{c.fps or mocap.fps:g} fps, {noise}, seed {c.seed} "

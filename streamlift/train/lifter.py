@@ -50,6 +50,14 @@ class TrainConfig:
         "help": "diffusion steps the prior loss noises at, as fractions of its schedule; higher "
                 "steps let the prior move a pose further, e.g. flip a limb's depth",
         "type": "float", "nargs": 2, "metavar": ("LO", "HI")})
+    balance: str = field(default="frames", metadata={
+        "help": "how training targets are drawn across the --data files: 'frames' uniform "
+                "over all their frames, 'sqrt' a file by the square root of its frame count, "
+                "then a frame in it (a small source is not drowned by a large one)",
+        "choices": ["frames", "sqrt"]})
+    detector: bool = field(default=False, metadata={
+        "help": "2D error from the detector model (streamlift.data.detector: size-relative "
+                "per-joint noise, swaps, missed joints, confidences) instead of i.i.d. noise"})
     intrinsics: bool = True  # see views with a camera matrix through a virtual camera (README)
     perspective: bool = True  # reproject through the focal length of views that have one
 
@@ -57,7 +65,8 @@ class TrainConfig:
 def saved_config(saved: dict, **changes) -> TrainConfig:
     """A checkpoint's training config: runs saved before the virtual camera saw raw 2D and
     reprojected under weak perspective, so options absent from `saved` take those values."""
-    return TrainConfig(**{"intrinsics": False, "perspective": False, **saved, **changes})
+    return TrainConfig(**{"intrinsics": False, "perspective": False, "balance": "frames",
+                          "detector": False, **saved, **changes})
 
 
 @torch.no_grad()
@@ -189,10 +198,12 @@ def train(data: list[str], val: str | None, out: str, model_cfg: LifterConfig, c
     torch.manual_seed(cfg.seed)
     run = _start(out, model_cfg, cfg, device, resume, init, log)
     cfg, model_cfg = run.cfg, run.model.cfg
-    train_views = {}
-    for path in data:
-        train_views.update({f"{path}:{k}": v for k, v in load_views(path).items()})
-    sampler = WindowSampler(train_views, model_cfg.window, model_cfg.mode, cfg.intrinsics)
+    train_views, groups = {}, {}
+    for i, path in enumerate(data):
+        for k, v in load_views(path).items():
+            train_views[f"{path}:{k}"], groups[f"{path}:{k}"] = v, i
+    sampler = WindowSampler(train_views, model_cfg.window, model_cfg.mode, cfg.intrinsics,
+                            groups)
     validation = _validation(val, model_cfg, cfg)
     prior = None
     if cfg.prior and cfg.prior_weight > 0:

@@ -114,3 +114,40 @@ def train_to_file(f: TrainFiles, s: TrainSwitches, model_cfg, train_cfg, device,
     last = train([str(p) for p in f.data], f.val and str(f.val), str(f.out), model_cfg,
                  train_cfg, device, s.resume, progress=progress, init=s.init and str(s.init))
     return f"saved {f.out} after epoch {last.get('epoch')}"
+
+
+@dataclass
+class AdaptFiles:
+    """Adapt a lifter to your people, cameras and detector from your 2D alone: fine-tune it
+    on your views with the unsupervised losses and the prior, an anchor on the body's
+    orientation, and a guard - the last part of each view is held out, its reprojection and
+    prior losses are checked as it goes, the best weights are kept and the starting ones come
+    back if nothing beat them. kp3d in the views is never read. A few minutes of CPU."""
+    data: list[Path] = field(default=None, metadata={
+        "type": "path", "nargs": "+", "required": True,
+        "help": "your views .npz file(s) (2D; docs/views-format.md; `serve --record-2d` writes "
+        "one from live streams)"})
+    weights: Path | None = field(default=None, metadata={
+        "type": "path", "metavar": "W.pt",
+        "help": "the lifter to start from (default: the shipped one)"})
+    out: Path = field(default=None, metadata={
+        "type": "path", "required": True, "help": "adapted lifter checkpoint to write"})
+    prior: Path | None = field(default=None, metadata={
+        "type": "path", "help": "diffusion prior checkpoint (default: the shipped one)"})
+    no_prior: bool = field(default=False, metadata={"help": "adapt without the prior loss"})
+
+
+def adapt_to_file(f: AdaptFiles, cfg, progress: bool = True, log=print) -> str:
+    """streamlift.train.adapt.adapt on the files `f`; the report line."""
+    from streamlift.errors import UserError
+    from streamlift.paths import DEFAULT_PRIOR, DEFAULT_WEIGHTS
+    from streamlift.train.adapt import adapt
+
+    prior = None if f.no_prior else str(f.prior or DEFAULT_PRIOR)
+    if prior is not None and not Path(prior).is_file():
+        raise UserError(f"prior checkpoint not found: {prior} (or adapt with --no-prior)")
+    r = adapt([str(p) for p in f.data], str(f.weights or DEFAULT_WEIGHTS), str(f.out), cfg,
+              prior, progress, log)
+    kept = ("the starting weights (nothing beat them on the held-out 2D)"
+            if r["checks"] and r["chosen_step"] == 0 else f"the weights of step {r['chosen_step']}")
+    return f"wrote {f.out}: {kept}, {r['seconds']:.0f} s"

@@ -11,9 +11,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from streamlift import checkpoint
+from streamlift.data.bodies import random_bodies
 from streamlift.errors import UserError
 from streamlift.prior.data import WindowSampler, random_views, sources
 from streamlift.prior.model import MotionPrior, PriorConfig, save_prior
@@ -36,6 +38,9 @@ class PriorTrainConfig:
                                            "type": "int"})
     ckpt_every: int = field(default=2000, metadata={
         "help": "write the checkpoints every this many steps", "type": "positive_int"})
+    random_bodies: bool = field(default=False, metadata={
+        "help": "perform each training window by a random body (bone lengths of a random "
+                "person, streamlift.data.bodies), not only the mocap's own skeletons"})
     time_limit: float | None = field(default=None, metadata={
         "help": "stop after this many seconds of training and save (the learning-rate schedule "
                 "still follows the number of steps)", "type": "positive_float"})
@@ -80,7 +85,7 @@ def train_prior(mocap: list[Path], splits: Path, out: Path, model_cfg: PriorConf
         g.manual_seed(cfg.seed + opt.step)  # fresh windows after the resume point
     meta = {"data": prov, "splits_file": str(splits), **(meta or {}), "device": str(device),
             "threads": torch.get_num_threads(), "seed": cfg.seed, "batch": cfg.batch,
-            "lr": cfg.lr, "ema": cfg.ema, "torch": str(torch.__version__)}
+            "lr": cfg.lr, "ema": cfg.ema, "random_bodies": cfg.random_bodies, "torch": str(torch.__version__)}
     log(f"train-prior: {sum(len(s[0]) for s in srcs)} train sequences "
         f"({sum(p['frames'] for p in prov):,} frames) loaded in "
         f"{time.perf_counter() - t_load:.1f}s; {sum(p.numel() for p in model.parameters()):,} "
@@ -105,10 +110,14 @@ def _run(model, opt: Optimiser, sampler, cfg: PriorTrainConfig, g, elapsed: floa
     """The steps from `opt.step` to `cfg.steps` (or the time limit); the smoothed loss."""
     model.train()
     t0, loss_avg = time.perf_counter() - elapsed, None
+    bodies = np.random.default_rng([cfg.seed, opt.step]) if cfg.random_bodies else None
     with bar(cfg.steps, "train-prior", "step", progress, initial=opt.step) as b:
         while opt.step < cfg.steps:
             with torch.no_grad():
-                x0 = random_views(sampler(cfg.batch, g), model.cfg, g)  # (B, Tp, J, 3)
+                P = sampler(cfg.batch, g)  # (B, Tp, J, 3) world mm
+                if bodies is not None:
+                    P = random_bodies(P, bodies)
+                x0 = random_views(P, model.cfg, g)
             loss = model.loss(x0, generator=g)
             opt.update(loss)
             loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()

@@ -22,9 +22,11 @@ class WindowSampler:
     pixels (infinite for the other views: weak perspective).
     """
 
-    def __init__(self, views: dict[str, View], window: int, mode: str, intrinsics: bool = True):
-        kp, rot, focal = [], [], []
+    def __init__(self, views: dict[str, View], window: int, mode: str, intrinsics: bool = True,
+                 groups: dict[str, int] | None = None):
+        kp, rot, focal, group = [], [], [], []
         for name, v in views.items():
+            group.append((groups or {}).get(name, 0))
             k = np.concatenate([v.kp2d[..., :2], v.confidence()[..., None]], axis=-1)
             R = np.broadcast_to(np.eye(3, dtype=np.float32), (len(k), 3, 3))
             f = np.inf
@@ -45,6 +47,23 @@ class WindowSampler:
         self.start = torch.from_numpy(np.repeat(starts, lengths))  # (N,) view start per frame
         self.length = torch.from_numpy(np.repeat(lengths, lengths))  # (N,)
         self.offsets = torch.from_numpy(window_offsets(window, mode))  # (T,)
+        # each group's frames (a group: one training file, a source) for `draw`
+        frame_group = np.repeat(np.array(group, dtype=np.int64), lengths)
+        self.group_frames = [torch.from_numpy(np.flatnonzero(frame_group == g))
+                             for g in sorted(set(group))]
+
+    def draw(self, n: int, gen: torch.Generator, balance: str = "frames") -> torch.Tensor:
+        """n random target frames: uniform over all frames ("frames"), or a group drawn with
+        probability proportional to the square root of its frame count, then a frame uniform
+        in it ("sqrt": a small source is not drowned by a large one's frame count alone)."""
+        if balance == "frames" or len(self.group_frames) == 1:
+            return torch.randint(0, len(self), (n,), generator=gen)
+        if balance != "sqrt":
+            raise ValueError(f"unknown balance {balance!r}; known: frames, sqrt")
+        sizes = torch.tensor([len(f) for f in self.group_frames], dtype=torch.float64)
+        g = torch.multinomial(sizes.sqrt(), n, replacement=True, generator=gen)
+        pick = (torch.rand(n, generator=gen, dtype=torch.float64) * sizes[g]).long()
+        return torch.stack([self.group_frames[gi][pi] for gi, pi in zip(g.tolist(), pick.tolist())])
 
     def __len__(self) -> int:
         return len(self.kp)
@@ -66,14 +85,18 @@ def flip_2d(w: torch.Tensor) -> torch.Tensor:
 
 def draw_batch(sampler: WindowSampler, cfg,
                gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One training batch: windows (batch, T, J, 3) with random targets, left-right mirroring
-    and 2D noise, and each window's focal length (batch,) px for the perspective reprojection
+    """One training batch: windows (batch, T, J, 3) with random targets (`cfg.balance`),
+    left-right mirroring and 2D noise (the detector model with `cfg.detector`, else i.i.d.), and each window's focal length (batch,) px for the perspective reprojection
     (None when `cfg.perspective` is off)."""
-    targets = torch.randint(0, len(sampler), (cfg.batch,), generator=gen)
+    targets = sampler.draw(cfg.batch, gen, cfg.balance)
     w = sampler.windows(targets)
     flip = torch.rand(cfg.batch, generator=gen) < cfg.flip_prob
     w[flip] = flip_2d(w[flip])
-    if cfg.noise_px > 0:
+    if cfg.detector:
+        from streamlift.data.detector import detector_noise
+
+        w = detector_noise(w, gen)
+    elif cfg.noise_px > 0:
         sigma = torch.rand(cfg.batch, 1, 1, 1, generator=gen) * cfg.noise_px
         w[..., :2] += sigma * torch.randn(w[..., :2].shape, generator=gen)
     return w, (sampler.focal[targets] if cfg.perspective else None)

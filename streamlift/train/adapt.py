@@ -1,0 +1,271 @@
+"""`streamlift adapt`: fine-tune a lifter to a user's domain from their 2D alone.
+
+Naive fine-tuning (`train --init` on the new 2D) makes a lifter worse: the unsupervised losses
+cannot see the body's rotation towards or away from the camera well (the 2D barely changes
+with it), so with no 3D to hold it the rotation drifts while the shape improves. `adapt` keeps
+what the starting lifter got right and lets the rest move:
+- an **orientation anchor**: the rotation that best aligns the adapted pose to the starting
+  lifter's pose of the same frame is pushed to the identity (the skew part of their
+  cross-covariance, as the canonicalisation loss does for the shapes); the shape itself may
+  change, so PA-MPJPE can improve without N-MPJPE paying for drift;
+- **held-out windows of the user's 2D** (the last part of each view): their reprojection and
+  prior losses are measured every few steps with fixed noise, the best weights are kept, the
+  run stops when they stop improving, and the starting weights come back if nothing beat them.
+No 3D is read: a views file's kp3d, if any, is ignored.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from streamlift import checkpoint
+from streamlift.data.views import View, load_views
+from streamlift.errors import UserError
+from streamlift.lifter.model import FORMAT, LifterConfig, NRSfMFormer, save_checkpoint
+from streamlift.progress import bar as progress_bar
+from streamlift.train import losses as L
+from streamlift.train.loop import Optimiser
+from streamlift.train.sampler import WindowSampler, flip_2d
+
+# the unsupervised losses of the shipped lifter's fine-tunes (docs/training.md)
+ADAPT_WEIGHTS = {"reprojection": 1.0, "canonicalisation": 1.0, "smoothness": 1.0,
+                 "bone_constancy": 0.5, "bone_symmetry": 0.5, "bone_proportions": 1.0,
+                 "deformation": 0.01}
+
+
+@dataclass
+class AdaptConfig:
+    """Settings of `streamlift adapt`, chosen for a few minutes of CPU."""
+    # `metadata`: the command-line flag of a field (streamlift.cli.common.add_config)
+    steps: int = field(default=400, metadata={"type": "positive_int",
+                                              "help": "most optimizer steps"})
+    batch: int = field(default=32, metadata={"type": "positive_int", "help": "windows per step"})
+    lr: float = field(default=5e-5, metadata={"type": "positive_float",
+                                              "help": "peak learning rate"})
+    anchor: float = field(default=1.0, metadata={
+        "type": "non_negative", "help": "weight of the orientation anchor to the starting "
+        "lifter (0: none, a naive fine-tune)"})
+    prior_weight: float = field(default=8.0, metadata={
+        "type": "non_negative", "help": "weight of the diffusion prior loss"})
+    prior_t_range: tuple = field(default=(0.05, 0.7), metadata={
+        "type": "float", "nargs": 2, "metavar": ("LO", "HI"),
+        "help": "diffusion steps the prior loss noises at, fractions of its schedule"})
+    held_out: float = field(default=0.2, metadata={
+        "type": "probability", "help": "share of each view's frames (its last ones) held out "
+        "to judge the adaptation by its reprojection and prior losses (0: no guard)"})
+    check_every: int = field(default=25, metadata={
+        "type": "positive_int", "help": "steps between checks on the held-out windows"})
+    patience: int = field(default=4, metadata={
+        "type": "positive_int", "help": "stop after this many checks without improvement"})
+    check_windows: int = field(default=512, metadata={
+        "type": "positive_int", "help": "held-out windows per check"})
+    reprojection_tol: float = field(default=0.02, metadata={
+        "type": "non_negative", "help": "how much worse than at the start (a fraction) the "
+        "held-out reprojection may get in weights that are kept"})
+    seed: int = field(default=0, metadata={"type": "int", "help": "random seed"})
+    weights: dict = field(default_factory=lambda: dict(ADAPT_WEIGHTS))
+    flip_prob: float = 0.5
+    noise_px: float = 1.0  # a little i.i.d. 2D noise: the user's 2D is already a detector's
+    warmup_steps: int = 20
+
+
+def orientation_anchor(X: torch.Tensor, X0: torch.Tensor) -> torch.Tensor:
+    """How far poses X (B, T, J, 3) are turned from poses X0 of the same frames: the skew part
+    of H = sum_j x_j x0_j^T (root-relative, scale-normalised), zero exactly when the rotation
+    that best aligns X to X0 (the polar factor of H) is the identity."""
+    x = X - X[..., :1, :]
+    x0 = X0 - X0[..., :1, :]
+    H = x.transpose(-1, -2) @ x0  # (B, T, 3, 3)
+    norm = (x.square().sum(dim=(-1, -2)) * x0.square().sum(dim=(-1, -2))).sqrt()
+    skew = (H - H.transpose(-1, -2)) / norm.clamp_min(1e-6)[..., None, None]
+    return skew.square().sum(dim=(-1, -2)).mean()
+
+
+def split_views(views: dict[str, View], held_out: float,
+                min_frames: int) -> tuple[dict[str, View], dict[str, View]]:
+    """The user's 2D split into views to adapt on and held-out views to judge by, about
+    `held_out` of the frames: a long view gives its last frames, a view too short to split
+    goes whole to one side (chosen by its name, so the split is the same every run). kp3d is
+    dropped: adapt never reads 3D."""
+    fit, judge = {}, {}
+    for name, v in sorted(views.items()):
+        n = v.frames
+        cut = n - int(round(held_out * n))
+        part = lambda a, b: View(v.kp2d[a:b], None, v.fps, v.image_size,  # noqa: E731
+                                 v.intrinsics, v.extrinsics)
+        if held_out <= 0:
+            fit[name] = part(0, n)
+        elif cut >= min_frames and n - cut >= min_frames:
+            fit[name], judge[name] = part(0, cut), part(cut, n)
+        elif zlib.crc32(name.encode()) % 1000 < 1000 * held_out:
+            judge[name] = part(0, n)
+        else:
+            fit[name] = part(0, n)
+    if not fit and judge:  # one short view: adapt on it, nothing to judge by
+        fit, judge = judge, {}
+    return fit, judge
+
+
+def _losses(model, w, focal, prior, cfg: AdaptConfig, gen=None) -> dict:
+    o = model(w[..., :2], w[..., 2])
+    if focal is not None:
+        o.extras["perspective"] = o.scale / focal
+    terms = {k: L.LOSSES[k](o) for k, wt in cfg.weights.items() if wt}
+    if prior is not None and cfg.prior_weight > 0:
+        from streamlift.prior.loss import prior_loss
+        terms["prior"] = prior_loss(prior, o.X, cfg.prior_t_range, generator=gen)
+    return terms, o
+
+
+def _weighted(terms: dict, cfg: AdaptConfig) -> torch.Tensor:
+    return sum(cfg.weights.get(k, cfg.prior_weight if k == "prior" else cfg.anchor) * v
+               for k, v in terms.items())
+
+
+@torch.no_grad()
+def _judge(model, sampler: WindowSampler, targets, prior, cfg: AdaptConfig) -> dict:
+    """Held-out reprojection and prior losses, with the same prior noise at every check."""
+    model.eval()
+    gen = torch.Generator().manual_seed(cfg.seed + 99)
+    sums, n = {"reprojection": 0.0, "prior": 0.0}, 0
+    for i in range(0, len(targets), 128):
+        t = targets[i:i + 128]
+        w = sampler.windows(t)
+        terms, _ = _losses(model, w, sampler.focal[t], prior, cfg, gen)
+        for k in sums:
+            if k in terms:
+                sums[k] += float(terms[k]) * len(t)
+        n += len(t)
+    model.train()
+    return {k: v / n for k, v in sums.items()}
+
+
+def better(r: dict, best: dict, start: dict, cfg: AdaptConfig) -> bool:
+    """Is check `r` better than `best`? Its held-out reprojection may not exceed the start's
+    by more than `cfg.reprojection_tol` (a prior that pulls poses away from what the 2D
+    shows is not a gain), and its reprojection + prior_weight x prior must be lower."""
+    if r["reprojection"] > start["reprojection"] * (1 + cfg.reprojection_tol):
+        return False
+    score = lambda c: c["reprojection"] + cfg.prior_weight * c["prior"]  # noqa: E731
+    return score(r) < score(best)
+
+
+@dataclass
+class _Run:
+    """What the adaptation loop works on."""
+    model: NRSfMFormer
+    teacher: NRSfMFormer
+    sampler: WindowSampler
+    judge: WindowSampler | None
+    targets: torch.Tensor | None
+    prior: object
+
+
+def _prepare(data: list[str], ck: dict, cfg: AdaptConfig, prior_path: str | None, log) -> _Run:
+    """The model from checkpoint `ck`, a frozen copy of it, and the user's 2D split into the
+    frames to adapt on and the held-out ones."""
+    model_cfg = LifterConfig(**ck["config"])
+    model = NRSfMFormer(model_cfg)
+    model.load_state_dict(ck["state_dict"])
+    teacher = copy.deepcopy(model).eval().requires_grad_(False)
+    views = {}
+    for p in data:
+        views.update({f"{p}:{k}": v for k, v in load_views(p).items()})
+    fit, held = split_views(views, cfg.held_out, model_cfg.window)
+    if cfg.held_out > 0 and not held:
+        raise UserError(f"no view is long enough to hold out {cfg.held_out:.0%} of it and keep "
+                        f"{model_cfg.window} frames on each side; pass --held-out 0 (no guard)")
+    prior = None
+    if prior_path and cfg.prior_weight > 0:
+        from streamlift.prior.model import load_prior
+        prior = load_prior(prior_path, torch.device("cpu"))
+    run = _Run(model, teacher, WindowSampler(fit, model_cfg.window, model_cfg.mode), None, None,
+               prior)
+    if held:
+        run.judge = WindowSampler(held, model_cfg.window, model_cfg.mode)
+        g = torch.Generator().manual_seed(cfg.seed + 1)
+        run.targets = torch.randperm(len(run.judge), generator=g)[:cfg.check_windows]
+    log(f"adapt: {len(fit)} views / {len(run.sampler):,} frames to adapt on, " +
+        (f"{len(held)} held-out parts / {len(run.judge):,} frames to judge by" if held
+         else "no held-out guard"))
+    return run
+
+
+def _step(run: _Run, opt: Optimiser, cfg: AdaptConfig, gen: torch.Generator) -> None:
+    """One optimizer step on a batch of the user's windows (mirrored, lightly noised)."""
+    t = run.sampler.draw(cfg.batch, gen)
+    w = run.sampler.windows(t)
+    flip = torch.rand(cfg.batch, generator=gen) < cfg.flip_prob
+    w[flip] = flip_2d(w[flip])
+    sigma = torch.rand(cfg.batch, 1, 1, 1, generator=gen) * cfg.noise_px
+    w[..., :2] += sigma * torch.randn(w[..., :2].shape, generator=gen)
+    terms, o = _losses(run.model, w, run.sampler.focal[t], run.prior, cfg)
+    if cfg.anchor > 0:
+        with torch.no_grad():
+            X0 = run.teacher(w[..., :2], w[..., 2]).X
+        terms["anchor"] = orientation_anchor(o.X, X0)
+    opt.update(_weighted(terms, cfg))
+
+
+def _loop(run: _Run, cfg: AdaptConfig, progress: bool, log) -> tuple[list | None, int]:
+    """The steps, the held-out checks and the early stop; leaves the best weights in
+    run.model. Returns the checks and the step whose weights were kept (0: the start)."""
+    opt = Optimiser(run.model, cfg.lr, 1e-4, cfg.warmup_steps, cfg.steps)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    checks = None if run.judge is None else [
+        {"step": 0, **_judge(run.model, run.judge, run.targets, run.prior, cfg)}]
+    best_state, chosen, since = copy.deepcopy(run.model.state_dict()), 0, 0
+    with progress_bar(cfg.steps, "adapt", "step", progress) as b:
+        for step in range(1, cfg.steps + 1):
+            _step(run, opt, cfg, gen)
+            b.update(1)
+            if checks is None:
+                chosen = step
+            elif step % cfg.check_every == 0 or step == cfg.steps:
+                r = {"step": step, **_judge(run.model, run.judge, run.targets, run.prior, cfg)}
+                best = next(c for c in checks if c["step"] == chosen)
+                checks.append(r)
+                b.set_postfix_str(f"held-out reprojection {r['reprojection']:.4f} prior "
+                                  f"{r['prior']:.4f}", refresh=False)
+                if better(r, best, checks[0], cfg):
+                    chosen, since, best_state = step, 0, copy.deepcopy(run.model.state_dict())
+                elif (since := since + 1) >= cfg.patience:
+                    log(f"adapt: no better for {since} checks; stopping at step {step}")
+                    break
+    if checks is not None:
+        run.model.load_state_dict(best_state)
+    return checks, chosen
+
+
+def adapt(data: list[str], weights: str, out: str, cfg: AdaptConfig, prior_path: str | None,
+          progress: bool = True, log=print) -> dict:
+    """Adapt the lifter at `weights` to the 2D of the views files `data`; write `out`.
+
+    Returns the run's record: the checks, the chosen step (0: the starting weights were kept)
+    and the seconds taken.
+    """
+    torch.manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    ck = checkpoint.read(weights, FORMAT, "lifter")
+    run = _prepare(data, ck, cfg, prior_path, log)
+    checks, chosen = _loop(run, cfg, progress, log)
+    if checks is not None:
+        first, kept = checks[0], next(c for c in checks if c["step"] == chosen)
+        log("adapt: the starting weights were best on the held-out 2D; they are kept"
+            if chosen == 0 else
+            f"adapt: kept step {chosen}: held-out reprojection {first['reprojection']:.4f} -> "
+            f"{kept['reprojection']:.4f}, prior {first['prior']:.4f} -> {kept['prior']:.4f}")
+    record = {"config": checkpoint.plain(asdict(cfg)), "checks": checks, "chosen_step": chosen,
+              "seconds": round(time.perf_counter() - t0, 1), "init": str(weights),
+              "init_digest": checkpoint.file_digest(weights), "prior": prior_path,
+              "data": [str(p) for p in data],
+              "data_digest": [checkpoint.file_digest(p) for p in data]}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out, run.model, meta={**ck.get("meta", {}), "adapt": record})
+    return record
