@@ -127,6 +127,7 @@ _MPII_TO_H36M_SOURCES: tuple[tuple[int, ...], ...] = (
 )
 
 _SOURCES = {COCO17.name: _COCO_TO_H36M_SOURCES, MPII16.name: _MPII_TO_H36M_SOURCES}
+_TITLE = {COCO17.name: "COCO-17", MPII16.name: "MPII-16"}
 
 
 def _map_to_h36m(kp: np.ndarray, layout: Layout) -> np.ndarray:
@@ -139,7 +140,7 @@ def _map_to_h36m(kp: np.ndarray, layout: Layout) -> np.ndarray:
     kp = np.asarray(kp)
     J = layout.num_joints
     if kp.ndim < 2 or kp.shape[-2] != J or kp.shape[-1] not in (2, 3):
-        raise ValueError(f"expected {layout.name} keypoints of shape (..., {J}, 2|3), "
+        raise ValueError(f"expected {_TITLE[layout.name]} keypoints of shape (..., {J}, 2|3), "
                          f"got {kp.shape}")
     out = np.empty((*kp.shape[:-2], H36M17.num_joints, kp.shape[-1]), dtype=kp.dtype)
     for j, src in enumerate(_SOURCES[layout.name]):

@@ -163,14 +163,14 @@ def test_markers_name_a_test_that_runs_the_command():
 
 # ------------------------------------------------------------------------- blocks run
 def _miniature_shared(d: Path) -> None:
-    """A tiny stand-in for ../shared/data: the two mocap files' names, a splits.json."""
+    """A tiny stand-in for ../shared/data: the four mocap files' names, a splits.json."""
     d.mkdir(parents=True)
     with np.load(SAMPLE_MOCAP) as f:
         clips = {k: f[k][:120] for k in f.files}  # 5 clips x 120 frames at 50 fps
     names = sorted(clips)
     split = {"train": names[:3], "val": names[3:4], "test": names[4:]}
     table = {}
-    for stem in ("bandai_h36m17", "cmu_daz_subset_h36m17"):
+    for stem in ("bandai_h36m17", "cmu_daz_subset_h36m17", "hdm05_h36m17", "cmu_asfamc_h36m17"):
         np.savez(d / f"{stem}.npz", **clips)
         (d / f"{stem}.json").write_text('{"fps": 50.0, "units": "mm", "up_axis": "z"}')
         table[stem] = split

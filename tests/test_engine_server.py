@@ -522,3 +522,47 @@ def test_compute_loop_stream_ending_and_restarting_in_one_tick():
     # out_seq counts from 0 again for the re-created stream
     out_seq = [int(o) for it in out if isinstance(it, SkeletonBatch) for o in it.out_seq]
     assert out_seq == list(range(12)) + list(range(5))
+
+
+def wait_for(cond, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_record_2d_writes_what_was_accepted_as_a_views_file(tmp_path):
+    """`--record-2d`: each stream's accepted frames (a refused duplicate left out), in H36M-17
+    order with confidences, its frame rate from the capture times and its camera matrix; the
+    file is what `streamlift adapt` reads."""
+    from streamlift.data.views import load_views
+    from streamlift.skeleton import MPII16
+
+    K = np.array([[1000, 0, 320], [0, 1000, 240], [0, 0, 1]], np.float32)
+    a, b = motion(12, 1), motion(8, 2)[:, :MPII16.num_joints]
+    out = tmp_path / "mine.npz"
+    with serve(tiny(), record_2d=out) as server:
+        prod = Producer(server.input_endpoint)
+        for t in range(12):
+            prod.frame("a", t, a[t], t_capture=1000 + t / 25, intrinsics=K.tolist())
+        prod.frame("a", 11, a[11], t_capture=2000.0)  # a duplicate: refused, not recorded
+        for t in range(8):
+            prod.frame("b", t, b[t], t_capture=1000 + t / 30, layout="mpii16")
+        assert [e["code"] for e in prod.poll_errors(2000)] == ["duplicate_seq"]
+        wait_for(lambda: server.stats.frames_in == 20)
+        prod.close()
+    views = load_views(out)
+    assert set(views) == {"a", "b"}
+    np.testing.assert_allclose(views["a"].kp2d, a, atol=1e-4)
+    np.testing.assert_allclose(views["b"].kp2d, to_h36m(b, "mpii16"), atol=1e-3)
+    assert views["a"].fps == pytest.approx(25, rel=1e-3) and views["b"].fps == pytest.approx(30, rel=1e-3)
+    np.testing.assert_array_equal(views["a"].intrinsics, K)
+    assert views["b"].intrinsics is None and views["a"].kp3d is None
+    capped = tmp_path / "capped.npz"
+    with serve(tiny(), record_2d=capped, record_2d_max_frames=5) as server:
+        prod = Producer(server.input_endpoint)
+        for t in range(12):
+            prod.frame("a", t, a[t])
+        wait_for(lambda: server.stats.frames_in == 12)
+        prod.close()
+    assert load_views(capped)["a"].frames == 5

@@ -28,7 +28,7 @@ LEVELS = {
     "streamlift.cli": 5,
 }
 MAX_FUNCTION_LINES = 60
-MAX_CLI_LINES = 540  # ~25 lines a command: parser wiring from dataclasses, thin handlers
+MAX_CLI_LINES = 570  # ~25 lines a command (22 commands): parser wiring from dataclasses, thin handlers
 MAX_HANDLER_LINES = 20  # a cmd_* function: check what only the CLI knows, call the library
 
 

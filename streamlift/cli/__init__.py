@@ -57,7 +57,7 @@ def _add_data(sub) -> None:
                           description="Make and inspect views files (the train/eval format)."
                           ).add_subparsers(dest="data_cmd", required=True)
     add_config(v := command(dsub, "views", cmd_data_views, "project 3D mocap through seeded "
-                            "studio cameras into a views file", VIEWS), VIEWS)
+                            "cameras into a views file", VIEWS), VIEWS)
     shared(v, "quiet")
     command(dsub, "info", cmd_data_info, "summarise a views file").add_argument(
         "views", type=Path, help="views .npz")

@@ -8,7 +8,7 @@ from streamlift.cli.common import (SERVER, add_config, command, device, flag, gi
                                    options, report, shared)
 
 SERVING = ("input output pull max_streams idle_timeout_s max_message_bytes backlog pub_hwm sizes "
-           "max_latency_ms heartbeat_s curve_secret curve_clients")
+           "max_latency_ms heartbeat_s curve_secret curve_clients record_2d record_2d_max_frames")
 OPTIONS, CURVE = "streamlift.serve.options:", "streamlift.serve.curve:ClientCurve"
 DEVICE = "where the model runs; auto picks CUDA when there is one"
 
@@ -76,7 +76,7 @@ def _add_serve(sub) -> None:
     add_config(s, SERVER, "height_m threads")
     add_config(s, OPTIONS + "ServeOptions", "window mode")
     add_config(s, SERVER, "max_streams idle_timeout_s max_message_bytes backlog max_latency_ms "
-               "pub_hwm heartbeat_s curve_secret curve_clients")
+               "pub_hwm heartbeat_s curve_secret curve_clients record_2d record_2d_max_frames")
     add_config(s, OPTIONS + "ServeOptions", "no_graphs stats_every")
     add_config(s, SERVER, "sizes")
     add_config(command(sub, "keys", cmd_keys, "make CurveZMQ keys for an authenticated, "

@@ -9,9 +9,11 @@ from pathlib import Path
 
 @dataclass
 class ViewsConfig:
-    """Project 3D motion capture through a seeded rig of studio cameras (perspective pinhole,
-    3-6 m away, 1-2 m high, f ~1,150 px for 1,000 px) and write a views file: per view the 2D
-    pixels and the 3D pose in that camera's frame. Views are named SEQUENCE.camK."""
+    """Project 3D motion capture through a seeded rig of cameras (perspective pinhole; studio
+    cameras 3-6 m away, 1-2 m high, f ~1,150 px for 1,000 px, or --rig wild) and write a views
+    file: per view the 2D pixels and the 3D pose in that camera's frame. Views are named
+    SEQUENCE.camK. The pelvis is put at the hip centre (streamlift's definition of it); --bodies
+    random and --detector make the data vary as users' does."""
     mocap: Path | None = field(default=None, metadata={
         "type": "path", "help": "mocap .npz: one (frames, 17, 3) mm array per sequence, z up "
         "(default: the CMU test-split sample shipped in the package)"})

@@ -195,7 +195,7 @@ def write_views(c, progress: bool = True) -> str:
              if c.noise_px or c.drop_prob else "exact 2D")
     if c.detector:
         noise = "detector model" + ("" if noise == "exact 2D" else f" + {noise}")
-    noise += f", {c.rig} cameras, {c.bodies} bodies"
+    noise += f", {c.rig} cameras, {c.bodies} bodies" + (", source pelvis" if c.source_pelvis else "")
     return (f"wrote {c.out}: {len(views)} views ({len(mocap.sequences)} sequences x {c.cameras} "
             f"cameras), {sum(v.frames for v in views.values()):,} frames at "
             f"{c.fps or mocap.fps:g} fps, {noise}, seed {c.seed} "

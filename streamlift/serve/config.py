@@ -60,6 +60,13 @@ class ServerConfig:
         "type": "path", "metavar": "DIR",
         "help": "directory of the client public keys (*.key) allowed to connect; with CURVE a "
                 "stream belongs to the key that opened it"})
+    record_2d: Path | None = field(default=None, metadata={
+        "type": "path", "metavar": "VIEWS.npz",
+        "help": "record the 2D every stream sends (as accepted, in H36M-17 order, with "
+        "confidences and the stream's camera matrix) and write it as a views file when the "
+        "server stops: the data `streamlift adapt` adapts a lifter to"})
+    record_2d_max_frames: int = field(default=1_000_000, metadata={
+        "type": "positive_int", "help": "frames --record-2d keeps in all (68 bytes each)"})
     threads: int | None = field(default=None, metadata={
         "help": "torch threads of the compute loop (default: torch's choice)",
         "type": "positive_int"})

@@ -33,6 +33,7 @@ from streamlift.serve.ring import RingStore, StreamState
 from streamlift.serve.config import ServerConfig
 from streamlift.serve.curve import load_server_keys
 from streamlift.serve.runner import Runner, skeleton_fn
+from streamlift.serve.record import Recorder2D
 from streamlift.serve.shed import TickCost, plan
 from streamlift.errors import UserError
 from streamlift.lifter.model import NRSfMFormer
@@ -91,6 +92,8 @@ class Server:
         self.runner: Runner | None = None
         self._deferred: dict[int, StreamState] = {}  # by slot: pending frames for the next tick
         self._cost = TickCost()  # seconds per tick of n windows, for shedding
+        self.recorder = None if self.cfg.record_2d is None else \
+            Recorder2D(self.cfg.record_2d, self.cfg.record_2d_max_frames, self.log)
 
     # ---------------------------------------------------------------------------- lifecycle
     def _bind(self, kind: int, endpoint: str) -> tuple[zmq.Socket, str]:
@@ -192,6 +195,8 @@ class Server:
             if self._auth is not None:
                 self._auth.stop()
             self.ctx.term()  # every socket is closed by its own thread by now
+            if self.recorder is not None and (line := self.recorder.save()):
+                self.log(line)
         if self._error is not None:
             raise RuntimeError(f"streamlift server thread failed: {self._error!r}") from self._error
 
@@ -347,6 +352,8 @@ class Server:
             self.stats.frames_in += 1
             self.stats.active = len(streams)
         self._frames.put(FrameIn(f, time.time()))
+        if self.recorder is not None:
+            self.recorder.add(f)
 
     # ------------------------------------------------------------------------------ compute
     def _compute_loop(self) -> None:
