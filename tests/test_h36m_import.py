@@ -36,7 +36,7 @@ def test_3d_becomes_mocap_with_subject_splits(vp3d_files, tmp_path):
     out = tmp_path / "h36m17.npz"
     assert main(["data", "import-h36m", "--3d", str(p3), "--out", str(out), "--allow-pickle"]) == 0
     splits = tmp_path / "h36m17.splits.json"
-    train = load_mocap(out, splits, "train")
+    train = load_mocap(out, splits, "train", source_pelvis=True)  # the file as imported
     test = load_mocap(out, splits, "test")
     assert sorted(train.sequences) == ["S1/Sitting 1", "S1/Walking", "S5/Sitting 1", "S5/Walking"]
     assert {n.split("/")[0] for n in test.sequences} == {"S9", "S11"}
