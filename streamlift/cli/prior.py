@@ -10,7 +10,7 @@ from streamlift.cli.common import (PRIOR, PRIOR_TRAIN, add_config, command, devi
                                    options, report, shared)
 from streamlift.errors import UserError
 
-SHAPE, TRAINING = "window width blocks schedule", "steps batch lr ema seed ckpt_every random_bodies time_limit"
+SHAPE, TRAINING = "window width blocks schedule pitch_min_deg pitch_max_deg", "steps batch lr ema seed ckpt_every random_bodies time_limit"
 SMALL = dict(default=1, help="torch CPU threads (the work is small; more threads mostly contend)")
 OPTIONS = "streamlift.prior.options:"
 

@@ -54,8 +54,12 @@ class PriorConfig:
     # Training augmentation, kept with the weights for provenance and for the prior check.
     dt_min: float = 1 / 60  # seconds between consecutive window frames, sampled log-uniformly
     dt_max: float = 0.12  # (a 25-60 fps camera at frame stride 1-3)
-    pitch_min_deg: float = -15.0  # camera pitch, positive = looking down at the subject
-    pitch_max_deg: float = 30.0
+    pitch_min_deg: float = field(default=-15.0, metadata={
+        "type": "float", "help": "lowest camera pitch of the training views, degrees "
+        "(positive: looking down at the subject)"})
+    pitch_max_deg: float = field(default=30.0, metadata={
+        "type": "float", "help": "highest camera pitch of the training views, degrees (cover "
+        "the cameras the lifter will see: the wild rig reaches +50 and more)"})
     roll_deg: float = 5.0  # std of the camera roll
 
     def __post_init__(self):
@@ -65,6 +69,8 @@ class PriorConfig:
             raise ValueError("window and diffusion_steps must be >= 2")
         if not 0 < self.dt_min <= self.dt_max:
             raise ValueError("need 0 < dt_min <= dt_max")
+        if not -90 <= self.pitch_min_deg <= self.pitch_max_deg <= 90:
+            raise ValueError("need -90 <= pitch_min_deg <= pitch_max_deg <= 90")
 
     @property
     def dim(self) -> int:
