@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamlift.skeleton import H36M17
+from streamlift.skeleton import H36M17, bone_lengths
 
 _PARENTS = H36M17.parents
 _BONES = H36M17.bones  # (parent, child), child order 1..16
@@ -59,8 +59,7 @@ def pelvis_at_hip_centre(motion: np.ndarray) -> np.ndarray:
 
 def median_bones(motion: np.ndarray) -> np.ndarray:
     """Median bone lengths `(16,)` of a sequence `(T, 17, 3)`, in H36M17.bones order."""
-    p, c = np.array(_BONES).T
-    return np.median(np.linalg.norm(motion[:, c] - motion[:, p], axis=-1), axis=0)
+    return np.median(bone_lengths(motion), axis=0)
 
 
 def random_bones(rng: np.random.Generator, cfg: BodyConfig = BodyConfig(),

@@ -149,14 +149,16 @@ def make_views(mocap: Mocap, n_cameras: int = 4, seed: int = 0, noise_px: float 
         raise UserError(f"unknown camera rig {rig!r}; known: {', '.join(RIGS)}")
     if rig == "studio":
         image_size = image_size or IMAGE_SIZE
+    if bodies is not None:
+        from streamlift.data.bodies import random_body
+    if detector is not None:
+        from streamlift.data.detector import detector_views  # imports torch: only when asked
     dst_fps = fps or mocap.fps
     views: dict[str, View] = {}
     with progress_bar(len(mocap.sequences), "views", "seq", progress) as bar:
         for name, seq in mocap.sequences.items():
             motion = resample(seq, mocap.fps, dst_fps)
             if bodies is not None:
-                from streamlift.data.bodies import random_body
-
                 motion = random_body(motion, seeded_rng(seed + 2, name), bodies)
             for k, cam in enumerate(RIGS[rig](motion, n_cameras, seed, name, image_size)):
                 view_name = f"{name}.cam{k}"
@@ -166,8 +168,6 @@ def make_views(mocap: Mocap, n_cameras: int = 4, seed: int = 0, noise_px: float 
                     rng = seeded_rng(seed + 1, view_name)
                     kp2d = detector_noise(kp2d, noise_px, drop_prob, rng)
                 if detector is not None:
-                    from streamlift.data.detector import detector_views
-
                     kp2d = detector_views(kp2d, seeded_rng(seed + 3, view_name).integers(2**62),
                                           cam.image_size, detector)
                 views[view_name] = View(kp2d, kp3d, float(dst_fps), tuple(cam.image_size),

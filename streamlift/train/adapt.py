@@ -29,9 +29,9 @@ from streamlift.data.views import View, load_views
 from streamlift.errors import UserError
 from streamlift.lifter.model import FORMAT, LifterConfig, NRSfMFormer, save_checkpoint
 from streamlift.progress import bar as progress_bar
-from streamlift.train import losses as L
+from streamlift.train.lifter import loss_terms
 from streamlift.train.loop import Optimiser
-from streamlift.train.sampler import WindowSampler, flip_2d
+from streamlift.train.sampler import WindowSampler, draw_batch
 
 # the unsupervised losses of the shipped lifter's fine-tunes (docs/training.md) but
 # `bone_proportions`, which holds the training bodies' proportions: a user's people (and their
@@ -73,8 +73,13 @@ class AdaptConfig:
         "held-out reprojection may get in weights that are kept"})
     seed: int = field(default=0, metadata={"type": "int", "help": "random seed"})
     weights: dict = field(default_factory=lambda: dict(ADAPT_WEIGHTS))
+    # what train.sampler.draw_batch reads: mirrored windows, a little i.i.d. 2D noise (the
+    # user's 2D is already a detector's), targets uniform over frames, perspective reprojection
     flip_prob: float = 0.5
-    noise_px: float = 1.0  # a little i.i.d. 2D noise: the user's 2D is already a detector's
+    noise_px: float = 1.0
+    balance: str = "frames"
+    detector: bool = False
+    perspective: bool = True
     warmup_steps: int = 20
 
 
@@ -115,15 +120,9 @@ def split_views(views: dict[str, View], held_out: float,
     return fit, judge
 
 
-def _losses(model, w, focal, prior, cfg: AdaptConfig, gen=None) -> dict:
+def _losses(model, w, focal, prior, cfg: AdaptConfig, gen=None) -> tuple[dict, object]:
     o = model(w[..., :2], w[..., 2])
-    if focal is not None:
-        o.extras["perspective"] = o.scale / focal
-    terms = {k: L.LOSSES[k](o) for k, wt in cfg.weights.items() if wt}
-    if prior is not None and cfg.prior_weight > 0:
-        from streamlift.prior.loss import prior_loss
-        terms["prior"] = prior_loss(prior, o.X, cfg.prior_t_range, generator=gen)
-    return terms, o
+    return loss_terms(o, focal, cfg.weights, prior, cfg.prior_t_range, gen), o
 
 
 def _weighted(terms: dict, cfg: AdaptConfig) -> torch.Tensor:
@@ -202,13 +201,8 @@ def _prepare(data: list[str], ck: dict, cfg: AdaptConfig, prior_path: str | None
 
 def _step(run: _Run, opt: Optimiser, cfg: AdaptConfig, gen: torch.Generator) -> None:
     """One optimizer step on a batch of the user's windows (mirrored, lightly noised)."""
-    t = run.sampler.draw(cfg.batch, gen)
-    w = run.sampler.windows(t)
-    flip = torch.rand(cfg.batch, generator=gen) < cfg.flip_prob
-    w[flip] = flip_2d(w[flip])
-    sigma = torch.rand(cfg.batch, 1, 1, 1, generator=gen) * cfg.noise_px
-    w[..., :2] += sigma * torch.randn(w[..., :2].shape, generator=gen)
-    terms, o = _losses(run.model, w, run.sampler.focal[t], run.prior, cfg)
+    w, focal = draw_batch(run.sampler, cfg, gen)
+    terms, o = _losses(run.model, w, focal, run.prior, cfg)
     if cfg.anchor > 0:
         with torch.no_grad():
             X0 = run.teacher(w[..., :2], w[..., 2]).X

@@ -86,6 +86,21 @@ def validate(model: NRSfMFormer, sampler: WindowSampler, kp3d: torch.Tensor,
     return {"n_mpjpe": float(n_mpjpe(pred, gt)), "pa_mpjpe": float(pa_mpjpe(pred, gt))}
 
 
+def loss_terms(o, focal: torch.Tensor | None, weights: dict, prior=None, t_range=(0.05, 0.4),
+               generator: torch.Generator | None = None) -> dict:
+    """The unsupervised loss terms of a LifterOutput `o` (those with a non-zero weight), and the
+    prior's when a prior is given. `focal` (B,) px: reproject each window through its camera's
+    focal length (inf: weak perspective); None: weak perspective for all."""
+    if focal is not None:
+        # the root's depth is focal / scale model units: depth ratio 1 + X_z * scale / focal
+        o.extras["perspective"] = o.scale.float() / focal.to(o.scale.device, torch.float32)
+    terms = {k: L.LOSSES[k](o) for k, wt in weights.items() if wt}
+    if prior is not None:
+        from streamlift.prior.loss import prior_loss
+        terms["prior"] = prior_loss(prior, o.X.float(), t_range, generator=generator)
+    return terms
+
+
 def train_step(model: NRSfMFormer, opt: Optimiser, w: torch.Tensor, cfg: TrainConfig,
                prior=None, amp: bool = False,
                focal: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
@@ -95,13 +110,7 @@ def train_step(model: NRSfMFormer, opt: Optimiser, w: torch.Tensor, cfg: TrainCo
     reproject each window through its camera's focal length (inf: weak perspective)."""
     with torch.autocast(w.device.type, dtype=torch.bfloat16, enabled=amp):
         o = model(w[..., :2], w[..., 2])
-    if focal is not None:
-        # the root's depth is focal / scale model units: depth ratio 1 + X_z * scale / focal
-        o.extras["perspective"] = o.scale.float() / focal.to(o.scale.device, torch.float32)
-    terms = {k: L.LOSSES[k](o) for k, wt in cfg.weights.items() if wt}
-    if prior is not None:
-        from streamlift.prior.loss import prior_loss
-        terms["prior"] = prior_loss(prior, o.X.float(), cfg.prior_t_range)
+    terms = loss_terms(o, focal, cfg.weights, prior, cfg.prior_t_range)
     loss = sum(cfg.weights.get(k, cfg.prior_weight) * v for k, v in terms.items())
     opt.update(loss)
     return loss, terms

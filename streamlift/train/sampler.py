@@ -49,21 +49,23 @@ class WindowSampler:
         self.offsets = torch.from_numpy(window_offsets(window, mode))  # (T,)
         # each group's frames (a group: one training file, a source) for `draw`
         frame_group = np.repeat(np.array(group, dtype=np.int64), lengths)
-        self.group_frames = [torch.from_numpy(np.flatnonzero(frame_group == g))
-                             for g in sorted(set(group))]
+        order = np.argsort(frame_group, kind="stable")  # the frames grouped, in frame order
+        sizes = np.bincount(frame_group)[sorted(set(group))]
+        self.grouped = torch.from_numpy(order)  # (N,)
+        self.group_sizes = torch.from_numpy(sizes).double()  # (groups,)
+        self.group_start = torch.from_numpy(np.concatenate([[0], np.cumsum(sizes)[:-1]]))
 
     def draw(self, n: int, gen: torch.Generator, balance: str = "frames") -> torch.Tensor:
         """n random target frames: uniform over all frames ("frames"), or a group drawn with
         probability proportional to the square root of its frame count, then a frame uniform
         in it ("sqrt": a small source is not drowned by a large one's frame count alone)."""
-        if balance == "frames" or len(self.group_frames) == 1:
+        if balance == "frames" or len(self.group_sizes) == 1:
             return torch.randint(0, len(self), (n,), generator=gen)
         if balance != "sqrt":
             raise ValueError(f"unknown balance {balance!r}; known: frames, sqrt")
-        sizes = torch.tensor([len(f) for f in self.group_frames], dtype=torch.float64)
-        g = torch.multinomial(sizes.sqrt(), n, replacement=True, generator=gen)
-        pick = (torch.rand(n, generator=gen, dtype=torch.float64) * sizes[g]).long()
-        return torch.stack([self.group_frames[gi][pi] for gi, pi in zip(g.tolist(), pick.tolist())])
+        g = torch.multinomial(self.group_sizes.sqrt(), n, replacement=True, generator=gen)
+        pick = (torch.rand(n, generator=gen, dtype=torch.float64) * self.group_sizes[g]).long()
+        return self.grouped[self.group_start[g] + pick]
 
     def __len__(self) -> int:
         return len(self.kp)
