@@ -206,24 +206,42 @@ def save_checkpoint(path, model: NRSfMFormer, meta: dict | None = None,
 
 
 def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[NRSfMFormer, dict]:
-    """A lifter and its provenance from a checkpoint (weights_only: nothing is unpickled);
-    UserError when the file is missing or is not a lifter checkpoint."""
+    """A windowed lifter and its provenance from a checkpoint (weights_only: nothing is
+    unpickled); UserError when the file is missing or is not a windowed lifter checkpoint."""
     ck = checkpoint.read(path, FORMAT, "lifter", device)
+    require_windowed(ck, path, "this")
+    return _windowed(ck, device), ck.get("meta", {})
+
+
+def require_windowed(ck: dict, path, what: str) -> None:
+    """UserError when checkpoint `ck` (from `path`) is a streaming lifter: `what` needs a
+    windowed one."""
+    if ck["config"].get("kind") == "streaming":
+        raise UserError(f"{path} is a streaming lifter; {what} needs a windowed one (train and "
+                        f"adapt windowed lifters; scripts/distil_stream.py makes a streaming "
+                        f"lifter from one)")
+
+
+def _windowed(ck: dict, device) -> NRSfMFormer:
     model = NRSfMFormer(LifterConfig(**ck["config"])).to(device)
     model.load_state_dict(ck["state_dict"])
     model.eval()
-    return model, ck.get("meta", {})
+    return model
 
 
 def load_lifter(weights: Path | None, device: torch.device, backend: str = "torch",
                 threads: int | None = None) -> tuple[NRSfMFormer, Path]:
-    """The lifter at `weights`, or the shipped one when it is None; and its path. With the
-    "onnxruntime" backend: an `OnnxLifter` of an .onnx file, or of the checkpoint exported
-    (and checked) on the fly."""
-    from streamlift.paths import DEFAULT_WEIGHTS
+    """The lifter at `weights`, or the shipped one when it is None ("streaming": the shipped
+    streaming lifter); and its path: a windowed
+    `NRSfMFormer` or a `StreamingNRSfMFormer`, by the checkpoint's config. With the
+    "onnxruntime" backend: an `OnnxLifter` of an .onnx file, or of a windowed checkpoint
+    exported (and checked) on the fly."""
+    from streamlift.paths import DEFAULT_WEIGHTS, STREAMING_WEIGHTS
 
-    path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
-    if weights is None and not path.is_file():
+    shipped = weights is None or str(weights) == "streaming" and not Path(weights).exists()
+    path = Path(weights) if not shipped else \
+        STREAMING_WEIGHTS if weights is not None else DEFAULT_WEIGHTS
+    if shipped and not path.is_file():
         raise UserError(f"no trained lifter at {path} (the shipped weights are not installed)")
     if backend == "onnxruntime":
         from streamlift.lifter.onnx import onnx_lifter
@@ -234,4 +252,9 @@ def load_lifter(weights: Path | None, device: torch.device, backend: str = "torc
                            threads), path
     if path.suffix == ".onnx":
         raise UserError(f"{path.name} is an ONNX lifter: run it with the onnxruntime backend")
-    return load_checkpoint(path, device)[0], path
+    ck = checkpoint.read(path, FORMAT, "lifter", device)
+    if ck["config"].get("kind") == "streaming":
+        from streamlift.lifter.stream import from_checkpoint
+
+        return from_checkpoint(ck, device), path
+    return _windowed(ck, device), path

@@ -27,7 +27,7 @@ import torch
 from streamlift import checkpoint
 from streamlift.data.views import View, load_views
 from streamlift.errors import UserError
-from streamlift.lifter.model import FORMAT, LifterConfig, NRSfMFormer, save_checkpoint
+from streamlift.lifter.model import FORMAT, LifterConfig, NRSfMFormer, require_windowed, save_checkpoint
 from streamlift.progress import bar as progress_bar
 from streamlift.train.lifter import loss_terms
 from streamlift.train.loop import Optimiser
@@ -250,6 +250,7 @@ def adapt(data: list[str], weights: str, out: str, cfg: AdaptConfig, prior_path:
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     ck = checkpoint.read(weights, FORMAT, "lifter")
+    require_windowed(ck, weights, "adapt")
     run = _prepare(data, ck, cfg, prior_path, log)
     checks, chosen = _loop(run, cfg, progress, log)
     if checks is not None:

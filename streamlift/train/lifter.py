@@ -15,7 +15,7 @@ import torch
 from streamlift import checkpoint
 from streamlift.data.views import load_views
 from streamlift.errors import UserError
-from streamlift.lifter.model import FORMAT, LifterConfig, NRSfMFormer, save_checkpoint
+from streamlift.lifter.model import FORMAT, LifterConfig, NRSfMFormer, require_windowed, save_checkpoint
 from streamlift.metrics import n_mpjpe, pa_mpjpe
 from streamlift.progress import bar as progress_bar
 from streamlift.train import losses as L
@@ -143,6 +143,7 @@ def _start(out: str, model_cfg: LifterConfig, cfg: TrainConfig, device: torch.de
         cfg = saved_config(ck["train"]["config"], epochs=cfg.epochs)
     elif init:
         ck0 = checkpoint.read(init, FORMAT, "lifter")
+        require_windowed(ck0, init, "train --init")
         model_cfg, init_state = LifterConfig(**ck0["config"]), ck0["state_dict"]
     model = NRSfMFormer(model_cfg).to(device)
     if init_state is not None:
