@@ -10,6 +10,8 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 SAMPLE_MOCAP = ASSETS / "sample_cmu_test.npz"
 # The shipped lifter (see assets/model-card.md).
 DEFAULT_WEIGHTS = ASSETS / "lifter.pt"
+# The shipped streaming lifter, distilled from it (`--weights streaming`; see model-card.md).
+STREAMING_WEIGHTS = ASSETS / "lifter_stream.pt"
 # The shipped diffusion motion prior (see assets/prior-card.md).
 DEFAULT_PRIOR = ASSETS / "prior.pt"
 

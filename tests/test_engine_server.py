@@ -459,13 +459,9 @@ def test_push_producers_and_stats_and_ping():
 
 def run_compute(model, items, **cfg):
     """Drive the compute loop synchronously on a list of queue items; return what it publishes."""
-    from streamlift.serve.ring import RingStore
-    from streamlift.serve.runner import Runner, skeleton_fn
-
     cfg.setdefault("max_latency_ms", 0.0)
     server = Server(model, ServerConfig(height_m=HEIGHT, **cfg), "cpu", log=lambda line: None)
-    server.runner = Runner(skeleton_fn(model, HEIGHT), model.cfg.window, 17, "cpu", "eager")
-    server.ring = RingStore(server.cfg.max_streams, model.cfg.window + server.cfg.backlog)
+    server._build(cfg.get("backend") or "eager")
     for it in items:
         server._frames.put(it)
     server._frames.put(STOP)

@@ -108,10 +108,11 @@ def evaluate_file(model: NRSfMFormer, weights, c, device="cpu", progress: bool =
     res = evaluate(model, load_views(c.data), device, c.batch, progress=progress,
                    intrinsics=not c.no_intrinsics)
     mode, window = model.cfg.mode, model.cfg.window
-    text = (f"{c.data}: {res['views']} views, {res['frames']:,} frames, {mode} mode, "
+    kind = getattr(model.cfg, "kind", "windowed")
+    text = (f"{c.data}: {res['views']} views, {res['frames']:,} frames, {kind} {mode} lifter, "
             f"window {window}, weights {weights}\n"
             f"virtual camera (the views' intrinsics): {res['virtual_camera_views']} of "
             f"{res['views']} views" + (" (--no-intrinsics)" if c.no_intrinsics else "")
             + "\n" + format_table(res))
-    return text, {**res, "mode": mode, "window": window, "weights": str(weights),
+    return text, {**res, "kind": kind, "mode": mode, "window": window, "weights": str(weights),
                   "data": str(c.data)}

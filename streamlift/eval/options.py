@@ -9,8 +9,9 @@ from pathlib import Path
 
 @dataclass
 class EvalConfig:
-    """Lift every frame of every view (each the target of its own window, padded at the start
-    as streaming pads) and print MPJPE, N-MPJPE and PA-MPJPE in mm, overall and per action
+    """Lift every frame of every view as the server does (a windowed lifter: each frame the
+    target of its own window, padded at the start as streaming pads; a streaming lifter: each
+    view through its state from the first frame) and print MPJPE, N-MPJPE and PA-MPJPE in mm, overall and per action
     group. MPJPE scales the prediction to the subject's height (the view's median ground-truth
     skeleton height)."""
     data: Path = field(default=None, metadata={

@@ -22,7 +22,9 @@ class RunOptions:
         "type": "path", "help": "also write the results here (JSON)"})
     weights: Path | None = field(default=None, metadata={
         "type": "path", "metavar": "W.pt", "help": "lifter checkpoint (default: the trained "
-        "lifter shipped in the package, streamlift/assets/lifter.pt)"})
+        "lifter shipped in the package, streamlift/assets/lifter.pt; 'streaming': the shipped "
+        "streaming lifter distilled from it, streamlift/assets/lifter_stream.pt, one frame's "
+        "work per new frame)"})
     backend: str = field(default="torch", metadata={
         "choices": ["torch", "onnxruntime"],
         "help": "what runs the lifter: torch, or onnxruntime on the CPU (`pip install "

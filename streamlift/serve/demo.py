@@ -22,10 +22,12 @@ from streamlift.serve.clients import Producer, Subscriber, replay
 from streamlift.serve.messages import Gaps, Skeleton, StreamEnd
 from streamlift.serve.server import Server, ServerConfig
 from streamlift.lifter.model import NRSfMFormer
+from streamlift.lifter.stream import StreamingNRSfMFormer
 
 # The sample's 50 fps x 5 streams is 250 windows/s, more than a 2-core CPU lifts in real time
-# (BENCHMARKS.md: at 120/s ticks already run back to back); past that, frames queue and the
-# latency grows for as long as the demo runs.
+# with a windowed lifter (BENCHMARKS.md: at 120/s ticks already run back to back); past that,
+# frames queue and the latency grows for as long as the demo runs. A streaming lifter does one
+# frame's work per frame and plays the sample at its own rate.
 CPU_FPS = 15.0
 
 
@@ -36,7 +38,8 @@ def run_demo(model: NRSfMFormer, device: torch.device, streams: int = 5, fps: fl
              max_latency_ms: float | None = None) -> dict:
     """Serve, stream, subscribe, measure. Returns the report (see `streamlift demo --help`).
 
-    `fps` None: the sample's rate on CUDA, at most CPU_FPS on CPU.
+    `fps` None: the sample's rate on CUDA or with a streaming lifter, else at most CPU_FPS on
+    CPU.
 
     `intrinsics`: send each stream's camera matrix with its frames (the server then lifts
     through a virtual camera looking at the subject). `curve`: every socket through CurveZMQ,
@@ -44,7 +47,8 @@ def run_demo(model: NRSfMFormer, device: torch.device, streams: int = 5, fps: fl
     default); frames it sheds are missing from the report's `frames_received`."""
     kp2d, kp3d, sample_fps, K = sample_streams(streams, noise_px)
     # on CPU the clips play slower than captured: the same windows, within the CPU's rate
-    fps = fps or (sample_fps if device.type == "cuda" else min(sample_fps, CPU_FPS))
+    fast = device.type == "cuda" or isinstance(model, StreamingNRSfMFormer)
+    fps = fps or (sample_fps if fast else min(sample_fps, CPU_FPS))
     with _keys(curve) as (server_keys, keys):
         cfg = ServerConfig(input="tcp://127.0.0.1:*", output="tcp://127.0.0.1:*",
                            height_m=height_m, max_streams=max(streams, 1), threads=threads,
@@ -59,7 +63,8 @@ def run_demo(model: NRSfMFormer, device: torch.device, streams: int = 5, fps: fl
         time.sleep(0.3)  # PUB/SUB: let the subscription reach the publisher before frame 0
         n = min(len(v) if frames is None else min(frames, len(v)) for v in kp2d.values())
         log(f"demo: {len(kp2d)} streams x {n} frames "
-            f"at {fps:g} fps -> {model.cfg.mode} lifter (window {model.cfg.window}) on "
+            f"at {fps:g} fps -> {getattr(model.cfg, 'kind', 'windowed')} {model.cfg.mode} lifter "
+            f"(window {model.cfg.window}) on "
             f"{device} ({server.runner.backend})")
         res = replay(producer, kp2d, fps, frames, progress=progress,
                      intrinsics=K if intrinsics else None)

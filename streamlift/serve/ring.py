@@ -35,6 +35,8 @@ class StreamState:
     closed: bool = False  # its slot is back in the free list
     dropped: int = field(default=0)  # frames skipped because the compute loop fell behind
     K: np.ndarray | None = None  # the stream's camera matrix, once it has sent one
+    fed: int = 0  # a streaming lifter's state: frames before this one are in it
+    primed: bool = False  # ... since it was cleared for this stream
 
 
 class RingStore:

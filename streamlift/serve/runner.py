@@ -140,3 +140,113 @@ class Runner:
         r = self.replays[size]
         r.replay()
         return r.out[:n].float().cpu().numpy()  # slice the live rows
+
+
+class StepRunner:
+    """A streaming lifter's per-slot state and its step (`StreamingNRSfMFormer.step`).
+
+    The state has one row per ring slot and a scratch row that padding writes to. A step lifts
+    one new frame for each of a set of slots; on CUDA ('graphs') it is captured once per
+    batch size of the ladder on static inputs (frames, confidences, row indices), padded rows
+    pointing at the scratch row; 'standin' replays the same padding on CPU, 'eager' calls the
+    step on the live rows. Catching up many frames of one slot (a new stream, or one that fell
+    behind) runs the chunk forward on its row instead: one call, not one step per frame.
+    """
+
+    def __init__(self, model, height_m: float, slots: int, device: torch.device,
+                 backend: str = "eager", sizes=DEFAULT_LADDER):
+        self.model, self.device, self.backend = model, torch.device(device), backend
+        self.height_mm = 1000.0 * height_m
+        self.sizes = tuple(sorted(set(int(s) for s in sizes)))
+        self.scratch = slots
+        self.state = model.init_state(slots + 1, self.device)
+        self.calls: dict[int, int] = {}  # captured size (or eager batch) -> calls
+        J = model.cfg.num_joints
+        if backend == "eager":
+            return
+        if backend == "graphs" and self.device.type != "cuda":
+            raise ValueError("CUDA graphs need a CUDA device")
+        top = self.sizes[-1]
+        self.kp_in = torch.zeros(top, J, 2, device=self.device)  # (B, J, 2)
+        self.conf_in = torch.ones(top, J, device=self.device)  # (B, J)
+        self.rows_in = torch.full((top,), slots, dtype=torch.int64, device=self.device)
+        self.replays = {}
+        if backend == "standin":
+            for s in self.sizes:
+                self.replays[s] = EagerStandIn(self._fn(s), None, None)
+            return
+        side = torch.cuda.Stream()  # warm-up on the scratch row only (rows_in is all scratch)
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for s in reversed(self.sizes):
+                for _ in range(3):
+                    self._fn(s)(None, None)
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        pool = torch.cuda.graph_pool_handle()
+        for s in reversed(self.sizes):
+            self.replays[s] = CudaGraphReplay(self._fn(s), None, None, pool)
+        torch.cuda.synchronize()
+
+    def _fn(self, s: int) -> Callable:
+        """The captured function of batch size s: the step on the first s static rows."""
+        def fn(_kp, _conf):
+            X = self.model.step(self.kp_in[:s], self.conf_in[:s], self.state, self.rows_in[:s])
+            return metric_scale(X, self.height_mm) * 1e-3
+        return fn
+
+    @property
+    def max_batch(self) -> int:
+        return self.scratch if self.backend == "eager" else min(self.sizes[-1], self.scratch)
+
+    @torch.no_grad()
+    def start(self, slot: int, kp: np.ndarray, conf: np.ndarray) -> None:
+        """The slot's row starts a stream at frame kp (J, 2), conf (J,) (a new stream, or a
+        re-prime): `StreamingNRSfMFormer.start`; the frame is then stepped as usual."""
+        self.model.start(torch.from_numpy(kp).to(self.device)[None],
+                         torch.from_numpy(conf).to(self.device)[None], self.state,
+                         torch.tensor([slot], device=self.device))
+
+    @torch.no_grad()
+    def step(self, slots: np.ndarray, kp: np.ndarray, conf: np.ndarray) -> np.ndarray:
+        """One frame per slot (distinct slots): kp (B, J, 2), conf (B, J) -> (B, J, 3) metres."""
+        out = np.empty((len(kp), kp.shape[1], 3), np.float32)
+        for i in range(0, len(kp), self.max_batch):
+            sl = slice(i, i + self.max_batch)
+            out[sl] = self._step(slots[sl], kp[sl], conf[sl])
+        return out
+
+    def _step(self, slots, kp, conf) -> np.ndarray:
+        n = len(kp)
+        if self.backend == "eager":
+            self.calls[n] = self.calls.get(n, 0) + 1
+            X = self.model.step(torch.from_numpy(kp).to(self.device),
+                                torch.from_numpy(conf).to(self.device), self.state,
+                                torch.from_numpy(np.asarray(slots, np.int64)).to(self.device))
+            return (metric_scale(X, self.height_mm) * 1e-3).float().cpu().numpy()
+        size = bucket(n, self.sizes)
+        self.calls[size] = self.calls.get(size, 0) + 1
+        nb = self.device.type == "cuda"
+        self.kp_in[:n].copy_(torch.from_numpy(kp), non_blocking=nb)
+        self.conf_in[:n].copy_(torch.from_numpy(conf), non_blocking=nb)
+        self.rows_in[:n].copy_(torch.from_numpy(np.asarray(slots, np.int64)), non_blocking=nb)
+        self.rows_in[n:size].fill_(self.scratch)  # padding: the scratch row, never a live one
+        r = self.replays[size]
+        r.replay()
+        return r.out[:n].float().cpu().numpy()
+
+    @torch.no_grad()
+    def catch_up(self, slot: int, kp: np.ndarray, conf: np.ndarray) -> np.ndarray:
+        """Many consecutive frames of one slot: kp (L, J, 2), conf (L, J) -> (L, J, 3) metres,
+        the same as L steps."""
+        idx = torch.tensor([slot], device=self.device)
+        o, new = self.model(torch.from_numpy(kp).to(self.device)[None],
+                            torch.from_numpy(conf).to(self.device)[None],
+                            self.state.rows(idx))  # (1, L, J, 2) in
+        self.state.put(idx, new)
+        return (metric_scale(o.X[0], self.height_mm) * 1e-3).float().cpu().numpy()
+
+    def memory_per_stream(self) -> int:
+        """Bytes of lifter state per slot."""
+        return sum(t[0].numel() * t.element_size() if t.dim() < 6 else
+                   t[:, 0].numel() * t.element_size() for t in self.state.tensors())

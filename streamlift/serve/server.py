@@ -1,7 +1,8 @@
 """The streaming server: ingest thread -> compute thread -> publish thread.
 
     producers --DEALER/PUSH--> [ingest: decode, validate, seq checks, eviction] --queue-->
-    [compute: ring buffers, one batch of windows per tick, runner] --queue-->
+    [compute: ring buffers, per tick one batch of windows or of steps of the streams'
+     lifter states, runner] --queue-->
     [publish: PUB, topic per stream]
 
 Only the I/O threads touch sockets; the compute thread only sees queues, so a slow socket can
@@ -32,15 +33,18 @@ from streamlift.serve.messages import (SKELETON_CONSTANTS, STOP, Ended, EndIn, F
 from streamlift.serve.ring import RingStore, StreamState
 from streamlift.serve.config import ServerConfig
 from streamlift.serve.curve import load_server_keys
-from streamlift.serve.runner import Runner, skeleton_fn
+from streamlift.serve.runner import Runner, StepRunner, skeleton_fn
 from streamlift.serve.record import Recorder2D
 from streamlift.serve.shed import TickCost, plan
 from streamlift.errors import UserError
 from streamlift.lifter.model import NRSfMFormer
+from streamlift.lifter.stream import StreamingNRSfMFormer
 from streamlift.serve.stats import Stats
 from streamlift.virtual_camera import from_virtual
 from streamlift.windows import lookahead, target_index
 
+# frames of one stream in a tick above which its state catches up in one chunk forward
+CATCH_UP = 8
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
@@ -70,8 +74,12 @@ class Server:
         self.model, self.cfg = model, cfg or ServerConfig()
         self.device = torch.device(device)
         self.window, self.mode = model.cfg.window, model.cfg.mode
-        self.back = target_index(self.window, self.mode)  # frames before the target
-        self.lookahead = lookahead(self.window, self.mode)  # frames after it
+        self.streaming = isinstance(model, StreamingNRSfMFormer)
+        if self.streaming:  # its state re-primes from the ring: that many frames before a target
+            self.back, self.lookahead = model.prime_frames(), 0
+        else:
+            self.back = target_index(self.window, self.mode)  # frames before the target
+            self.lookahead = lookahead(self.window, self.mode)  # frames after it
         self.log = log if log is not None else (lambda line: print(line, file=sys.stderr))
         self.stats = Stats()
         self.epoch = secrets.randbits(63)  # this run's id: subscribers detect a restart by it
@@ -142,8 +150,7 @@ class Server:
             # Build the runner (and capture its graphs) before taking traffic.
             if backend == "graphs":
                 self.log(f"capturing CUDA graphs for batch sizes {', '.join(map(str, cfg.sizes))}")
-            self.runner = Runner(skeleton_fn(self.model, cfg.height_m), self.window,
-                                 self.model.cfg.num_joints, self.device, backend, cfg.sizes)
+            self._build(backend)
         except BaseException:
             for s in sockets:
                 s.close(0)
@@ -151,8 +158,6 @@ class Server:
                 self._auth.stop()
             self.ctx.term()
             raise
-        self.ring = RingStore(cfg.max_streams, self.window + cfg.backlog,
-                              self.model.cfg.num_joints)
         # Sockets are created here and handed to their one thread (thread start is the memory
         # barrier ZeroMQ asks for when a socket moves between threads).
         self._threads = [
@@ -166,6 +171,18 @@ class Server:
         for t in self._threads:
             t.start()
         return self
+
+    def _build(self, backend: str) -> None:
+        """The runner and the ring buffers (also what tests drive the compute loop with)."""
+        cfg, J = self.cfg, self.model.cfg.num_joints
+        if self.streaming:
+            self.runner = StepRunner(self.model, cfg.height_m, cfg.max_streams, self.device,
+                                     backend, cfg.sizes)
+        else:
+            self.runner = Runner(skeleton_fn(self.model, cfg.height_m), self.window, J,
+                                 self.device, backend, cfg.sizes)
+        # a target's window (or a streaming state's priming frames) and --max-lag behind it
+        self.ring = RingStore(cfg.max_streams, self.back + 1 + self.lookahead + cfg.backlog, J)
 
     def _guard(self, fn):
         def run(*args):
@@ -491,36 +508,94 @@ class Server:
             pending = self._shed(pending)
         if not pending:
             return
+        for st, lo, hi in pending:
+            st.published += hi - lo + 1
+        t0 = time.perf_counter()
+        if self.streaming:
+            self._lift_streaming(pending)
+        else:
+            self._lift_windows(pending)
+        dt = 1e3 * (time.perf_counter() - t0)
+        with self.stats.lock:
+            self.stats.batches[int(sum(hi - lo + 1 for _, lo, hi in pending))] += 1  # msgpack: no numpy
+            self.stats.compute_ms.append(dt)
+
+    def _lift_windows(self, pending: list[list]) -> None:
+        """A windowed lifter: one window per target frame, in runner-sized chunks."""
         slots_a = np.concatenate([np.full(hi - lo + 1, st.slot) for st, lo, hi in pending])
         targets_a = np.concatenate([np.arange(lo, hi + 1) for _, lo, hi in pending])
         n_a = np.concatenate([np.full(hi - lo + 1, st.n) for st, lo, hi in pending])
         owners = [st for st, lo, hi in pending for _ in range(hi - lo + 1)]
         for st, lo, hi in pending:
             st.next_target = hi + 1
-            st.published += hi - lo + 1
-        seq, t_cap, t_recv, virtual, rot = self.ring.meta(slots_a, targets_a)
+        t_recv = self.ring.t_receive[slots_a, targets_a % self.ring.capacity]
         # Oldest frames first, published chunk by chunk: when the loop is behind, the first
         # skeletons do not wait for the whole tick. The sort is stable, so a stream's frames
         # stay in order. out_seq is the frame's index in its stream: a skipped one is a gap.
         order = np.argsort(t_recv, kind="stable")
-        t0 = time.perf_counter()
         for i in range(0, len(order), self.runner.max_batch):
             sel = order[i:i + self.runner.max_batch]
             t1 = time.perf_counter()
             kp, conf = self.ring.windows(slots_a[sel], targets_a[sel], n_a[sel], self.window,
                                          self.mode)  # (b, T, J, 2), (b, T, J)
             joints = self.runner(kp, conf)  # (b, J, 3) metres, in each frame's virtual camera
-            if virtual[sel].any():  # rot is the identity for streams without K
-                joints = from_virtual(joints, rot[sel])
-            self._out.put(SkeletonBatch(
-                streams=[owners[j].name for j in sel], out_seq=targets_a[sel], seq=seq[sel],
-                t_capture=t_cap[sel], t_receive=t_recv[sel], joints=joints,
-                virtual_camera=virtual[sel]))
+            self._emit([owners[j] for j in sel], slots_a[sel], targets_a[sel], joints)
             self._cost.add(len(sel), time.perf_counter() - t1)
-        dt = 1e3 * (time.perf_counter() - t0)
-        with self.stats.lock:
-            self.stats.batches[len(owners)] += 1
-            self.stats.compute_ms.append(dt)
+
+    def _lift_streaming(self, pending: list[list]) -> None:
+        """A streaming lifter: each stream's state advances through its new frames, one step
+        per frame for all streams at once (round r lifts every stream's r-th new frame), and
+        each round is published as it is done. A stream whose state is behind its first target
+        (a skipped frame, --max-lag) first steps through the frames it missed; one that is new
+        or too far behind starts its state afresh (`StreamingNRSfMFormer.start`) at its first
+        frame, or `prime_frames` frames before the target, from the ring: the same estimate as
+        a stream that never stopped. Long runs of one stream go through
+        the chunk forward in one call."""
+        prime, cap = self.back, self.ring.capacity
+        self.ring.prepare()  # frames seen through their virtual cameras, before any is read
+        feeds = []  # [stream, first frame to feed, first target, last target]
+        for st, lo, hi in pending:
+            if not st.primed or st.fed < lo - prime:
+                st.fed, st.primed = max(0, lo - prime, st.n - cap), True
+                i = st.fed % cap
+                self.runner.start(st.slot, self.ring.kp[st.slot, i], self.ring.conf[st.slot, i])
+            feeds.append([st, st.fed, lo, hi])
+            st.next_target, st.fed = hi + 1, hi + 1
+        short = []
+        for st, start, lo, hi in feeds:
+            if hi - start + 1 <= CATCH_UP:
+                short.append((st, start, lo, hi))
+                continue
+            t1 = time.perf_counter()
+            i = np.arange(start, hi + 1) % cap
+            joints = self.runner.catch_up(st.slot, self.ring.kp[st.slot, i],
+                                          self.ring.conf[st.slot, i])[lo - start:]
+            self._emit([st] * (hi - lo + 1), np.full(hi - lo + 1, st.slot),
+                       np.arange(lo, hi + 1), joints)
+            self._cost.add(hi - lo + 1, time.perf_counter() - t1)
+        for r in range(max((hi - start + 1 for _, start, _, hi in short), default=0)):
+            live = [f for f in short if f[1] + r <= f[3]]
+            t1 = time.perf_counter()
+            slots = np.array([st.slot for st, *_ in live])
+            frames = np.array([start + r for _, start, _, _ in live])
+            i = frames % cap
+            joints = self.runner.step(slots, self.ring.kp[slots, i], self.ring.conf[slots, i])
+            out = frames >= np.array([lo for _, _, lo, _ in live])  # targets, not catch-up
+            if out.any():
+                self._emit([f[0] for f, o in zip(live, out) if o], slots[out], frames[out],
+                           joints[out])
+            self._cost.add(len(live), time.perf_counter() - t1)
+
+    def _emit(self, owners: list, slots: np.ndarray, targets: np.ndarray,
+              joints: np.ndarray) -> None:
+        """Hand lifted target frames (joints (b, J, 3) metres in each frame's virtual camera)
+        to the publisher, in the real camera's frame."""
+        seq, t_cap, t_recv, virtual, rot = self.ring.meta(slots, targets)
+        if virtual.any():  # rot is the identity for streams without K
+            joints = from_virtual(joints, rot)
+        self._out.put(SkeletonBatch(
+            streams=[st.name for st in owners], out_seq=targets, seq=seq, t_capture=t_cap,
+            t_receive=t_recv, joints=joints, virtual_camera=virtual))
 
     # ------------------------------------------------------------------------------ publish
     def _publish_loop(self, pub: zmq.Socket) -> None:

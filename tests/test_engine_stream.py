@@ -1,0 +1,182 @@
+"""The engine with a streaming lifter: per-slot states stepped per tick, caught up, re-primed and
+cleared, publishing exactly what offline lifting (`lift_sequence`) gives."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from streamlift.lifter.stream import StreamConfig, StreamingNRSfMFormer
+from streamlift.serve.clients import Producer, Subscriber
+from streamlift.serve.messages import EndIn, Ended, SkeletonBatch
+from streamlift.serve.server import CATCH_UP, Server, ServerConfig
+from streamlift.serve.runner import StepRunner
+
+from test_engine_server import (HEIGHT, collect, frames, handshake, motion, offline, published,
+                                run_compute, serve)
+
+
+def tiny_stream(seed=0) -> StreamingNRSfMFormer:
+    torch.manual_seed(seed)
+    m = StreamingNRSfMFormer(StreamConfig(dim=32, depth=1, heads=2, window=9)).eval()
+    with torch.no_grad():  # distance biases and deformations that matter, as trained ones do
+        for blk in m.temporal:
+            blk.attn.bias.normal_(0, 1.0)
+        m.head_D.weight.normal_(0, 0.3)
+        m.head_R[-1].weight.normal_(0, 0.3)
+    return m
+
+
+@pytest.mark.parametrize("backend,sizes", [("eager", None), ("standin", (1, 2, 4))])
+def test_live_streams_equal_offline_streaming_inference(backend, sizes):
+    """Streams of different lengths, interleaved, some ending while others run: every frame
+    published equals the offline chunk forward; 'standin' pads steps to a ladder whose largest
+    size is below the stream count (several calls per round, padding into the scratch row)."""
+    model = tiny_stream()
+    seqs = {f"s{i}": motion(4 + 9 * i, i) for i in range(7)}
+    kw = {"backend": backend} | ({"sizes": sizes} if sizes else {})
+    with serve(model, **kw) as server:
+        sub = Subscriber(server.output_endpoint)
+        prod = Producer(server.input_endpoint)
+        handshake(prod, sub)
+        for t in range(max(len(v) for v in seqs.values())):
+            for s, kp in seqs.items():
+                if t < len(kp):
+                    prod.frame(s, t, kp[t])
+                elif t == len(kp):
+                    prod.end(s)
+            time.sleep(0.003)  # live pacing: most ticks step each stream's one new frame
+        for s, kp in seqs.items():
+            if len(kp) == max(len(v) for v in seqs.values()):
+                prod.end(s)
+        got, ended = collect(sub, list(seqs))
+        assert prod.poll_errors(50) == []
+        prod.close()
+        sub.close()
+        calls = dict(server.runner.calls)
+    for s, kp in seqs.items():
+        assert [m.out_seq for m in got[s]] == list(range(len(kp)))
+        assert ended[s].published == len(kp) and ended[s].dropped == 0
+        np.testing.assert_allclose(np.stack([m.joints for m in got[s]]), offline(model, kp),
+                                   atol=2e-5)
+    if sizes:  # every step call ran a captured size (the padding itself: the test below)
+        assert calls and set(calls) <= set(sizes)
+
+
+def _server(model, **cfg):
+    server = Server(model, ServerConfig(height_m=HEIGHT, max_latency_ms=0.0, **cfg), "cpu",
+                    log=lambda line: None)
+    server._build("eager")
+    return server
+
+
+def _tick(server, st, kp, upto, next_target=None):
+    """Push frames st.n .. upto - 1 of kp into the ring, optionally skip targets (as shedding
+    does), run one tick; return {frame: joints} published."""
+    for t in range(st.n, upto):
+        server.ring.push(st, kp[t, :, :2], kp[t, :, 2], t, 1.0 + t, 2.0 + t)
+    if next_target is not None:
+        st.next_target = next_target
+    server._tick([st])
+    out = {}
+    while not server._out.empty():
+        it = server._out.get_nowait()
+        out.update({int(o): j for o, j in zip(it.out_seq, it.joints)})
+    return out
+
+
+def test_state_steps_catches_up_and_reprimes_exactly():
+    """One stream's state through every path of a tick: a long first run (chunk forward), one
+    new frame (a step), skipped targets within the priming span (steps through the skipped
+    frames without publishing them), a gap beyond it (cleared and re-primed from the ring);
+    each published frame equals the uninterrupted stream's."""
+    model = tiny_stream(1)
+    prime = model.prime_frames()  # 24 for depth 1, window 9
+    kp = motion(200, 3)
+    want = offline(model, kp)
+    server = _server(model, backlog=64)
+    st = server.ring.open("a")
+    steps = []
+    real_step = server.runner.step
+    server.runner.step = lambda slots, k, c: steps.append(len(slots)) or real_step(slots, k, c)
+    got = _tick(server, st, kp, 40)  # 40 > CATCH_UP frames: one chunk forward
+    assert sorted(got) == list(range(40)) and steps == []
+    got |= _tick(server, st, kp, 41)  # one step
+    assert steps == [1]
+    shed = _tick(server, st, kp, 46, next_target=44)  # 41..43 skipped: stepped, not published
+    assert sorted(shed) == [44, 45] and len(steps) == 1 + 5
+    got |= shed
+    far = _tick(server, st, kp, 150, next_target=140)  # gap > prime: re-primed from frame 116
+    assert sorted(far) == list(range(140, 150)) and st.fed == 150
+    got |= far
+    frames_ = sorted(got)
+    np.testing.assert_allclose(np.stack([got[f] for f in frames_]), want[frames_], atol=2e-5)
+    assert 140 - prime >= 150 - server.ring.capacity  # the priming frames were in the ring
+
+
+def test_rounds_step_streams_with_different_backlogs_together():
+    """Three streams with 1, 3 and CATCH_UP new frames in one tick: rounds of steps, each round
+    one batch over the streams that still have a frame."""
+    model = tiny_stream(2)
+    server = _server(model)
+    kps = [motion(30, 10 + i) for i in range(3)]
+    sts = [server.ring.open(f"s{i}") for i in range(3)]
+    for st, kp in zip(sts, kps):
+        _tick(server, st, kp, 12)
+    batches = []
+    real_step = server.runner.step
+    server.runner.step = lambda slots, k, c: batches.append(len(slots)) or real_step(slots, k, c)
+    for st, kp, n in zip(sts, kps, (1, 3, CATCH_UP)):
+        for t in range(12, 12 + n):
+            server.ring.push(st, kp[t, :, :2], kp[t, :, 2], t, 1.0 + t, 2.0 + t)
+    server._tick(sts)
+    assert batches == [3, 2, 2] + [1] * (CATCH_UP - 3)
+    out = []
+    while not server._out.empty():
+        out.append(server._out.get_nowait())
+    for st, kp, n in zip(sts, kps, (1, 3, CATCH_UP)):
+        seqs, joints = published(out, st.name)
+        assert seqs == list(range(12, 12 + n))
+        np.testing.assert_allclose(joints, offline(model, kp[:12 + n])[12:], atol=2e-5)
+
+
+def test_reused_slot_starts_a_fresh_state_and_lag_limit_reprimes():
+    """A stream ends and a new one takes its slot in the same tick: the new one starts from an
+    empty state. A burst beyond --max-lag skips the oldest targets and the rest are exact."""
+    model = tiny_stream(3)
+    a, b = motion(30, 4), motion(9, 5)
+    items = frames("s", a) + [EndIn("s", "end")] + frames("s", b, start=100) + [EndIn("s", "end")]
+    out, _ = run_compute(model, items, max_streams=1)
+    rows = [(s, j) for it in out if isinstance(it, SkeletonBatch) for s, j in zip(it.seq, it.joints)]
+    assert [r[0] for r in rows] == list(range(30)) + list(range(100, 109))
+    got = np.stack([r[1] for r in rows])
+    np.testing.assert_allclose(got[:30], offline(model, a), atol=2e-5)
+    np.testing.assert_allclose(got[30:], offline(model, b), atol=2e-5)
+
+    kp = motion(120, 6)
+    out, server = run_compute(model, frames("a", kp) + [EndIn("a", "end")], backlog=20)
+    seqs, joints = published(out, "a")
+    oldest = 120 - server.ring.capacity + model.prime_frames()  # newest 21 = backlog + 1
+    assert seqs == list(range(oldest, 120)) and len(seqs) == 21
+    np.testing.assert_allclose(joints, offline(model, kp)[oldest:], atol=2e-5)
+    end = [it for it in out if isinstance(it, Ended)][0]
+    assert end.dropped == oldest and end.published == 21
+
+
+def test_step_runner_memory_and_padding_rows():
+    model = tiny_stream()
+    r = StepRunner(model, HEIGHT, 4, "cpu", "standin", (1, 4))
+    c = model.cfg
+    per_kv = c.depth * c.num_joints * c.dim * (c.window - 1) * 4  # keys or values, fp32
+    assert r.memory_per_stream() == 2 * per_kv + (c.window - 1) * (2 + 3 * c.num_joints) * 4 + 8
+    kp = motion(3, 1)
+    before = r.state.k[:, [0, 2, 3]].clone()
+    x = r.step(np.array([1]), kp[None, 0, :, :2].copy(), kp[None, 0, :, 2].copy())
+    assert r.calls == {1: 1}
+    x4 = r.step(np.array([2, 3]), np.repeat(kp[None, 1, :, :2], 2, 0), np.repeat(kp[None, 1, :, 2], 2, 0))
+    assert r.calls == {1: 1, 4: 1}  # two rows padded to four, into the scratch row
+    assert torch.equal(r.state.k[:, 0], before[:, 0])
+    assert r.state.n[:4].tolist() == [0, 1, 1, 1]
+    np.testing.assert_allclose(x4[0], x4[1], atol=1e-6)  # same frame, fresh states
+    np.testing.assert_allclose(x[0], offline(model, kp[:1])[0], atol=2e-5)
