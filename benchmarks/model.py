@@ -73,6 +73,69 @@ def run(device: torch.device, quick: bool, log=print) -> list[Result]:
             got, single = _case(fn, peer, graphs, ort if T == shipped.cfg.window else None, B, T,
                                 J, device, repeats, peak, single, log)
             rows += got
+    rows += _stream_cases(shipped, batches, device, repeats, peak, log)
+    return rows
+
+
+def _stream_cases(shipped: NRSfMFormer, batches, device, repeats: int, peak: float,
+                  log) -> list[Result]:
+    """Per new frame: the shipped streaming lifter's `step` (state cached per stream) against a
+    window recompute of the shipped windowed lifter and VideoPose3D (RF 27), side by side in one
+    run; on CUDA also the step replayed as a CUDA graph (`StepRunner`, the server's path)."""
+    from streamlift.lifter.model import metric_scale
+    from streamlift.serve.runner import StepRunner
+
+    rows: list[Result] = []
+    T, J = shipped.cfg.window, shipped.cfg.num_joints
+    model, _ = load_lifter("streaming", device)
+    window_fn = skeleton_fn(shipped, 1.7)
+    peer = VideoPose3D(J, receptive_field_config(T)).to(device).eval()
+    for B in batches:
+        kp, conf = _windows(B, T, J, device)
+        state = model.init_state(B, device)
+        with torch.no_grad():
+            model.start(kp[:, 0], conf[:, 0], state)  # every ring slot real, as in a live stream
+        frame, fconf = kp[:, -1].clone(), conf[:, -1].clone()
+
+        def step():
+            return metric_scale(model.step(frame, fconf, state), 1700.0) * 1e-3
+
+        flops = count_flops(step)
+        window_flops = count_flops(window_fn, kp, conf)
+        peer_flops = count_flops(peer, kp)
+        with torch.no_grad():
+            t_step = measure(step, device, repeats=repeats)
+            t_window = measure(lambda: window_fn(kp, conf), device, repeats=repeats)
+            t_peer = measure(lambda: peer(kp), device, repeats=repeats)
+        sizes = {"batch": B, "window": T, "joints": J}
+
+        def row(provider, t, fl, **extra):
+            achieved = fl / (t.median / 1e3)
+            return result("model", "per new frame", provider, sizes, t,
+                          frames_per_s=round(B / (t.median / 1e3), 1),
+                          us_per_frame=round(1e3 * t.median / B, 2),
+                          gflop_per_frame=round(fl / B / 1e9, 5),
+                          fraction_of_gemm_peak=round(achieved / peak, 4), **extra)
+
+        rows.append(row("streamlift stream step", t_step, flops,
+                        vs_window_recompute=round(t_window.median / t_step.median, 2),
+                        flops_vs_window_recompute=round(window_flops / flops, 1),
+                        vs_videopose3d=round(t_peer.median / t_step.median, 2)))
+        graph = ""
+        if device.type == "cuda":
+            r = StepRunner(model, 1.7, B, device, "graphs", (B,))
+            r.rows_in[:B].copy_(torch.arange(B, device=device))  # live rows, not the scratch row
+            r.kp_in[:B].copy_(frame)
+            r.conf_in[:B].copy_(fconf)
+            t_graph = measure(r.replays[B].replay, device, repeats=repeats)
+            rows.append(row("streamlift stream step (cuda graph)", t_graph, flops,
+                            vs_eager_step=round(t_step.median / t_graph.median, 2)))
+            graph = f", as a CUDA graph {t_graph.median:.3f} ms"
+        rows.append(row("streamlift window recompute", t_window, window_flops))
+        rows.append(row(f"videopose3d rf{T}", t_peer, peer_flops))
+        log(f"  per new frame B={B}: step {t_step.median:.3f} ms{graph}, window recompute "
+            f"{t_window.median:.3f} ms ({t_window.median / t_step.median:.1f}x), videopose3d "
+            f"{t_peer.median:.3f} ms; FLOPs window/step {window_flops / flops:.1f}x")
     return rows
 
 

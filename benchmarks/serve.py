@@ -28,7 +28,8 @@ from streamlift.cli.common import HelpFormatter, ladder, positive_float, positiv
 from streamlift.serve.clients import Producer
 from streamlift.device import pick_device as resolve_device
 from streamlift.lifter.model import load_lifter
-from streamlift.serve.runner import Runner, skeleton_fn
+from streamlift.lifter.stream import StreamingNRSfMFormer
+from streamlift.serve.runner import Runner, StepRunner, skeleton_fn
 from streamlift.serve.server import Server, ServerConfig
 from streamlift.serve.stats import format_stats
 from streamlift.errors import UserError
@@ -44,6 +45,8 @@ def _timed(fn, device: torch.device, warmup: int, repeats: int) -> dict:
 def bench_runner(a) -> list[dict]:
     device = resolve_device(a.device)
     model, _ = load_lifter(a.weights, device)
+    if isinstance(model, StreamingNRSfMFormer):
+        return _bench_step_runner(a, model, device)
     T, J = model.cfg.window, model.cfg.num_joints
     fn = skeleton_fn(model, 1.7)
     providers = {"eager": Runner(fn, T, J, device, "eager")}
@@ -55,11 +58,7 @@ def bench_runner(a) -> list[dict]:
         kp = g.uniform(200, 800, (b, T, J, 2)).astype(np.float32)
         conf = np.ones((b, T, J), np.float32)
         for name, r in providers.items():
-            base = {"op": "lift+scale", "provider": name, "batch": b, "window": T,
-                    "dim": model.cfg.dim, "depth": model.cfg.depth, "device": str(device),
-                    "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
-                    else "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "streamlift": __version__}
+            base = _base(model, name, b, device)
             rows.append(dict(base, mode="numpy->numpy",
                              **_timed(lambda: r(kp, conf), device, a.warmup, a.repeats)))
             if name == "graphs":
@@ -72,6 +71,50 @@ def bench_runner(a) -> list[dict]:
                 rows.append(dict(base, mode="device", **_timed(lambda: fn(x, c), device,
                                                                a.warmup, a.repeats)))
     return rows
+
+
+def _base(model, provider: str, b: int, device) -> dict:
+    return {"op": "step+scale" if isinstance(model, StreamingNRSfMFormer) else "lift+scale",
+            "provider": provider, "batch": b, "window": model.cfg.window, "dim": model.cfg.dim,
+            "depth": model.cfg.depth, "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+            else "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "streamlift": __version__}
+
+
+def _bench_step_runner(a, model, device) -> list[dict]:
+    """A streaming lifter: the server's StepRunner on b streams of a larger state, eager vs
+    CUDA-graph replay; numpy in -> numpy out (what a tick pays) and the replay alone."""
+    slots = max(a.sizes)
+    providers = {"eager": StepRunner(model, 1.7, slots, device, "eager")}
+    if device.type == "cuda":
+        providers["graphs"] = StepRunner(model, 1.7, slots, device, "graphs", a.sizes)
+    g = np.random.default_rng(0)
+    J = model.cfg.num_joints
+    rows = []
+    for b in a.sizes:
+        kp = g.uniform(200, 800, (b, J, 2)).astype(np.float32)
+        conf = np.ones((b, J), np.float32)
+        rows_ = np.arange(b)
+        for name, r in providers.items():
+            base = _base(model, name, b, device)
+            rows.append(dict(base, mode="numpy->numpy", **_timed(
+                lambda: r.step(rows_, kp, conf), device, a.warmup, a.repeats)))
+            if name == "graphs":
+                r.step(rows_, kp, conf)  # its static inputs now hold this batch
+                rows.append(dict(base, mode="device", **_timed(r.replays[b].replay, device,
+                                                               a.warmup, a.repeats)))
+    return rows
+
+
+def _memory(server) -> dict:
+    """Bytes per stream slot: its ring of frames, and a streaming lifter's state."""
+    ring = server.ring
+    arrays = (ring.kp, ring.conf, ring.seq, ring.t_capture, ring.t_receive, ring.rot,
+              ring.virtual)
+    return {"ring_bytes_per_stream": sum(x.nbytes for x in arrays) // len(ring.kp),
+            "state_bytes_per_stream": server.runner.memory_per_stream()
+            if server.streaming else 0}
 
 
 def bench_serve(a, log=None) -> dict:
@@ -120,6 +163,7 @@ def bench_serve(a, log=None) -> dict:
             raise UserError(f"a sender failed: {failed[0]}")
         stats = probe.request("stats", 10.0)["stats"]
         probe.close()
+        memory = _memory(server)
     busy = ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)) if ru0 else 0.0
     # cores the server process kept busy while streams were live (1.0 = one whole core)
     cpu = {"server_cpu_s": round(busy, 2), "server_cores_busy": round(busy / max(seconds, 1e-9), 3),
@@ -129,6 +173,7 @@ def bench_serve(a, log=None) -> dict:
             "offered_fps": a.streams * a.fps,
             "achieved_fps": round(stats["frames_out"] / max(seconds, 1e-9), 1), "window": model.cfg.window,
             "dim": model.cfg.dim, "depth": model.cfg.depth, "mode": model.cfg.mode,
+            "lifter": getattr(model.cfg, "kind", "windowed"), "memory": memory,
             "device": str(device), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "streamlift": __version__, "server": stats, "cpu": cpu}
 
@@ -142,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "serve" else "model step per batch size, eager vs graphs"),
                            formatter_class=HelpFormatter)
         q.add_argument("--weights", type=Path, default=None,
-                       help="lifter checkpoint (default: the shipped lifter)")
+                       help="lifter checkpoint (default: the shipped lifter; 'streaming': the shipped streaming one)")
         q.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                        help="where the model runs")
         q.add_argument("--json", type=Path, default=None, help="write the results here too")

@@ -49,7 +49,7 @@ def teacher_targets(teacher, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return o.X[:, -1].view(n, L, -1, 3), o.scale.view(n, L)
 
 
-def main(argv=None) -> None:
+def parse(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", nargs="+", required=True, help="training views files (2D only)")
     ap.add_argument("--teacher", default=None, help="windowed lifter (default: the shipped one)")
@@ -66,7 +66,11 @@ def main(argv=None) -> None:
     ap.add_argument("--init", default=None,
                     help="start from this streaming lifter (e.g. an earlier distillation) instead "
                          "of the teacher's weights")
-    a = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    a = parse(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     teacher, tpath = load_lifter(a.teacher, "cpu")

@@ -60,3 +60,10 @@ def test_run_quick_writes_every_suite(tmp_path):
     assert all(r["extra"]["windows_per_s"] > 0 for r in model)
     engine = [r for r in doc["results"] if r["case"] == "serve 30 fps streams"]
     assert engine and all(r["extra"]["frames_out"] > 0 for r in engine)
+    assert {r["provider"].split(",")[1].split("(")[0].strip() for r in engine} == \
+        {"windowed lifter", "streaming lifter"}
+    stream = [r for r in engine if "streaming" in r["provider"]]
+    assert all(r["extra"]["state_bytes_per_stream"] > 0 for r in stream)
+    # per new frame, the step does one frame's work: counted FLOPs, not timings
+    step = [r for r in doc["results"] if r["provider"] == "streamlift stream step"]
+    assert step and all(r["extra"]["flops_vs_window_recompute"] >= 20 for r in step)

@@ -7,7 +7,10 @@ import pytest
 import torch
 
 from streamlift.errors import UserError
-from streamlift.lifter.model import NRSfMFormer, LifterConfig, load_checkpoint, normalise_2d
+from streamlift.lifter.model import (NRSfMFormer, LifterConfig, load_checkpoint, load_lifter,
+                                     normalise_2d)
+from streamlift.lifter.onnx import export_onnx
+from streamlift.train.adapt import AdaptConfig, adapt
 from streamlift.lifter.stream import (StreamConfig, StreamingNRSfMFormer, load_streaming,
                                       save_streaming)
 from streamlift.data import load_mocap, make_views, save_views
@@ -201,6 +204,14 @@ def test_from_windowed_and_checkpoints(tmp_path):
         assert torch.equal(s2(kp, conf)[0].X, s(kp, conf)[0].X)
     with pytest.raises(UserError, match="streaming lifter"):
         load_checkpoint(path)
+    # load_lifter gives either kind; what needs a windowed lifter says so
+    assert isinstance(load_lifter(path, "cpu")[0], StreamingNRSfMFormer)
+    assert isinstance(load_lifter("streaming", "cpu")[0], StreamingNRSfMFormer)
+    with pytest.raises(UserError, match="ONNX export takes a windowed lifter"):
+        export_onnx(s2, tmp_path / "s.onnx")
+    with pytest.raises(UserError, match="adapt needs a windowed one"):
+        adapt([str(tmp_path / "none.npz")], str(path), str(tmp_path / "a.pt"), AdaptConfig(),
+              None, progress=False)
 
 
 def test_distil_script_resumes(tmp_path):

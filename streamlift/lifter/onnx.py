@@ -46,6 +46,9 @@ class _Lift(torch.nn.Module):
 
 def export_onnx(model: NRSfMFormer, path: Path, opset: int = 17) -> Path:
     """Write the lifter's per-window forward to `path` (.onnx), its config in the metadata."""
+    if not isinstance(model, NRSfMFormer):
+        raise UserError("ONNX export takes a windowed lifter (a streaming lifter's per-stream "
+                        "state is not exported); pass a windowed --weights, e.g. the default")
     import onnx
 
     path = Path(path)

@@ -388,7 +388,7 @@ class StreamingNRSfMFormer(nn.Module):
         rows = torch.arange(len(kp2d), device=kp2d.device) if rows is None else rows
         state.put(rows, self.still_state(kp2d, conf))
 
-    @torch.no_grad()
+    @torch.inference_mode()  # less per-op overhead than no_grad: a step is ~300 small ops
     def step(self, kp2d: torch.Tensor, conf: torch.Tensor, state: StreamState,
              rows: torch.Tensor | None = None) -> torch.Tensor:
         """One new frame per stream: kp2d (B, J, 2) px, conf (B, J) -> X (B, J, 3), the same
