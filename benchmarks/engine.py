@@ -24,7 +24,7 @@ FPS = 30.0
 P99_BUDGET_MS = 1000.0 / FPS
 
 
-LIFTERS = (("windowed", None), ("streaming", "streaming"))  # (name, --weights)
+LIFTERS = (("windowed", "windowed"), ("streaming", "streaming"))  # (name, --weights)
 BUDGETS_MS = (P99_BUDGET_MS, 50.0)
 
 

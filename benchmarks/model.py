@@ -53,7 +53,7 @@ def run(device: torch.device, quick: bool, log=print) -> list[Result]:
         f"({peak_info['n']}x{peak_info['n']} matmul, {peak_info['timing'].median:.2f} ms)")
     rows.append(result("model", "fp32 GEMM (peak reference)", "torch.matmul", {"n": peak_info["n"]},
                        peak_info["timing"], gflops=round(peak / 1e9, 1)))
-    shipped, _ = load_lifter(None, device)
+    shipped, _ = load_lifter("windowed", device)
     ort = _onnx_fn(shipped, log) if device.type == "cpu" else None  # (B, T, J, 2) -> (B, J, 3)
     windows = (27,) if quick else (27, 81, 243)
     batches = (1, 16) if quick else (1, 8, 64, 256) if device.type == "cpu" else (1, 8, 64, 256, 1024)

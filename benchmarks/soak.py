@@ -402,7 +402,7 @@ def curve_cost(frames: int, log) -> list[Result]:
     from streamlift.serve.curve import CurveKeys, make_keys
     from streamlift.serve.server import Server, ServerConfig
 
-    model, _ = load_lifter(None, torch.device("cpu"))
+    model, _ = load_lifter("windowed", torch.device("cpu"))  # runner.fn: a windowed Runner
     rows, rates = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         make_keys(Path(tmp), ["bench"])

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from streamlift.data.views import load_views
-from streamlift.lifter.model import load_lifter
+from streamlift.lifter.model import NRSfMFormer, load_lifter
 from streamlift.lifter.stream import StreamingNRSfMFormer, load_streaming, save_streaming
 from streamlift.train.sampler import WindowSampler, flip_2d
 from streamlift.windows import window_offsets
@@ -52,7 +52,8 @@ def teacher_targets(teacher, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 def parse(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", nargs="+", required=True, help="training views files (2D only)")
-    ap.add_argument("--teacher", default=None, help="windowed lifter (default: the shipped one)")
+    ap.add_argument("--teacher", default="windowed",
+                    help="windowed lifter (default: the shipped windowed one)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--steps", type=int, default=2000, help="total steps (resume continues)")
     ap.add_argument("--chunk", type=int, default=64)
@@ -74,7 +75,7 @@ def main(argv=None) -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     teacher, tpath = load_lifter(a.teacher, "cpu")
-    if teacher.cfg.mode != "causal":
+    if not isinstance(teacher, NRSfMFormer) or teacher.cfg.mode != "causal":
         raise SystemExit("the teacher must be a causal windowed lifter")
     views = {}
     for f in a.data:

@@ -8,10 +8,13 @@ from pathlib import Path
 ASSETS = Path(__file__).resolve().parent / "assets"
 # Real CMU motion from the shared data's *test* split (see assets/sample_cmu_test.json).
 SAMPLE_MOCAP = ASSETS / "sample_cmu_test.npz"
-# The shipped lifter (see assets/model-card.md).
-DEFAULT_WEIGHTS = ASSETS / "lifter.pt"
-# The shipped streaming lifter, distilled from it (`--weights streaming`; see model-card.md).
+# The shipped windowed lifter (`--weights windowed`; see assets/model-card.md): what adapt,
+# train --init and export --onnx start from, and the reference the streaming one is held to.
+WINDOWED_WEIGHTS = ASSETS / "lifter.pt"
+# The shipped streaming lifter, distilled from it (`--weights streaming`): one frame's work per
+# new frame; what serve, demo, eval, render and export --bvh use when no --weights is given.
 STREAMING_WEIGHTS = ASSETS / "lifter_stream.pt"
+DEFAULT_WEIGHTS = STREAMING_WEIGHTS
 # The shipped diffusion motion prior (see assets/prior-card.md).
 DEFAULT_PRIOR = ASSETS / "prior.pt"
 

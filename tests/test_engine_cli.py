@@ -242,6 +242,11 @@ def test_demo_plays_slower_on_cpu(weights, tmp_path):
                 "--frames", "8", "--threads", "1", "--max-latency-ms", "0", "--json", str(out), "--quiet"]) == 0
     r = json.loads(out.read_text())
     assert r["fps"] == CPU_FPS < 50 and r["frames_received"] == 8
+    # a streaming lifter (the default) does one frame's work per frame: the sample's own rate
+    assert run(["demo", "--device", "cpu", "--streams", "1", "--frames", "8", "--threads", "1",
+                "--max-latency-ms", "0", "--json", str(out), "--quiet"]) == 0
+    r = json.loads(out.read_text())
+    assert r["fps"] == 50 and r["frames_received"] == 8
 
 
 def test_bench_runner_smoke(weights, tmp_path):

@@ -25,7 +25,7 @@ def tiny(seed=0, mode="causal"):
 
 @pytest.fixture(scope="module")
 def shipped_onnx(tmp_path_factory):
-    model, _ = load_lifter(None, torch.device("cpu"))
+    model, _ = load_lifter("windowed", torch.device("cpu"))
     path = tmp_path_factory.mktemp("onnx") / "lifter.onnx"
     lifted, err = O.export_checked(model, path)
     return model, path, err

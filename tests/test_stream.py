@@ -16,7 +16,7 @@ from streamlift.lifter.stream import (StreamConfig, StreamingNRSfMFormer, load_s
 from streamlift.data import load_mocap, make_views, save_views
 from streamlift.paths import SAMPLE_MOCAP
 
-SCRIPT = __import__('pathlib').Path(__file__).resolve().parents[1] / "scripts" / "distil_stream.py"
+SCRIPT = __import__('pathlib').Path(__file__).resolve().parents[1] / "scripts/distil_stream.py"  # as docs/training.md runs it
 
 J = 17
 

@@ -13,7 +13,8 @@ def cmd_export(a: argparse.Namespace) -> int:
     from streamlift.export.run import run
 
     dev = device("cpu" if a.onnx is not None else a.device, a.threads)
-    model, _ = load_model(a.weights, dev, mode=a.mode)
+    weights = a.weights if a.weights is not None or a.onnx is None else "windowed"  # ONNX: windowed
+    model, _ = load_model(weights, dev, mode=a.mode)
     print(run(options(a, EXPORT), model, dev, progress=not a.quiet))
 
 

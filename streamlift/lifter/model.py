@@ -231,17 +231,21 @@ def _windowed(ck: dict, device) -> NRSfMFormer:
 
 def load_lifter(weights: Path | None, device: torch.device, backend: str = "torch",
                 threads: int | None = None) -> tuple[NRSfMFormer, Path]:
-    """The lifter at `weights`, or the shipped one when it is None ("streaming": the shipped
-    streaming lifter); and its path: a windowed
-    `NRSfMFormer` or a `StreamingNRSfMFormer`, by the checkpoint's config. With the
-    "onnxruntime" backend: an `OnnxLifter` of an .onnx file, or of a windowed checkpoint
-    exported (and checked) on the fly."""
-    from streamlift.paths import DEFAULT_WEIGHTS, STREAMING_WEIGHTS
+    """The lifter at `weights` and its path: a windowed `NRSfMFormer` or a
+    `StreamingNRSfMFormer`, by the checkpoint's config. None: the shipped default (the
+    streaming lifter; the windowed one for onnxruntime); "streaming" / "windowed": the shipped
+    lifter of that kind. With the "onnxruntime" backend: an `OnnxLifter` of an .onnx file, or
+    of a windowed checkpoint exported (and checked) on the fly."""
+    from streamlift import paths
 
-    shipped = weights is None or str(weights) == "streaming" and not Path(weights).exists()
-    path = Path(weights) if not shipped else \
-        STREAMING_WEIGHTS if weights is not None else DEFAULT_WEIGHTS
-    if shipped and not path.is_file():
+    shipped = {"streaming": paths.STREAMING_WEIGHTS, "windowed": paths.WINDOWED_WEIGHTS}
+    if weights is None:  # onnxruntime runs windowed lifters only
+        path = paths.WINDOWED_WEIGHTS if backend == "onnxruntime" else paths.DEFAULT_WEIGHTS
+    elif str(weights) in shipped and not Path(weights).exists():
+        path = shipped[str(weights)]
+    else:
+        path = Path(weights)
+    if (weights is None or path in shipped.values()) and not path.is_file():
         raise UserError(f"no trained lifter at {path} (the shipped weights are not installed)")
     if backend == "onnxruntime":
         from streamlift.lifter.onnx import onnx_lifter

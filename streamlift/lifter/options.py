@@ -21,10 +21,11 @@ class RunOptions:
     json: Path | None = field(default=None, metadata={
         "type": "path", "help": "also write the results here (JSON)"})
     weights: Path | None = field(default=None, metadata={
-        "type": "path", "metavar": "W.pt", "help": "lifter checkpoint (default: the trained "
-        "lifter shipped in the package, streamlift/assets/lifter.pt; 'streaming': the shipped "
-        "streaming lifter distilled from it, streamlift/assets/lifter_stream.pt, one frame's "
-        "work per new frame)"})
+        "type": "path", "metavar": "W.pt", "help": "lifter checkpoint (default: the streaming "
+        "lifter shipped in the package, streamlift/assets/lifter_stream.pt: one frame's work "
+        "per new frame, a state per stream; 'windowed': the shipped windowed lifter it was "
+        "distilled from, streamlift/assets/lifter.pt, a whole window per frame; the "
+        "onnxruntime backend and export --onnx take windowed lifters only, and default to it)"})
     backend: str = field(default="torch", metadata={
         "choices": ["torch", "onnxruntime"],
         "help": "what runs the lifter: torch, or onnxruntime on the CPU (`pip install "

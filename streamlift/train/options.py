@@ -129,7 +129,8 @@ class AdaptFiles:
         "one from live streams)"})
     weights: Path | None = field(default=None, metadata={
         "type": "path", "metavar": "W.pt",
-        "help": "the lifter to start from (default: the shipped one)"})
+        "help": "the windowed lifter to start from (default: the shipped windowed one, "
+        "streamlift/assets/lifter.pt; adapt trains windowed lifters)"})
     out: Path = field(default=None, metadata={
         "type": "path", "required": True, "help": "adapted lifter checkpoint to write"})
     prior: Path | None = field(default=None, metadata={
@@ -140,13 +141,13 @@ class AdaptFiles:
 def adapt_to_file(f: AdaptFiles, cfg, progress: bool = True, log=print) -> str:
     """streamlift.train.adapt.adapt on the files `f`; the report line."""
     from streamlift.errors import UserError
-    from streamlift.paths import DEFAULT_PRIOR, DEFAULT_WEIGHTS
+    from streamlift.paths import DEFAULT_PRIOR, WINDOWED_WEIGHTS
     from streamlift.train.adapt import adapt
 
     prior = None if f.no_prior else str(f.prior or DEFAULT_PRIOR)
     if prior is not None and not Path(prior).is_file():
         raise UserError(f"prior checkpoint not found: {prior} (or adapt with --no-prior)")
-    r = adapt([str(p) for p in f.data], str(f.weights or DEFAULT_WEIGHTS), str(f.out), cfg,
+    r = adapt([str(p) for p in f.data], str(f.weights or WINDOWED_WEIGHTS), str(f.out), cfg,
               prior, progress, log)
     kept = ("the starting weights (nothing beat them on the held-out 2D)"
             if r["checks"] and r["chosen_step"] == 0 else f"the weights of step {r['chosen_step']}")
