@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "serve" else "model step per batch size, eager vs graphs"),
                            formatter_class=HelpFormatter)
         q.add_argument("--weights", type=Path, default=None,
-                       help="lifter checkpoint (default: the shipped lifter; 'streaming': the shipped streaming one)")
+                       help="lifter checkpoint (default: the shipped streaming lifter; 'windowed': the shipped windowed one)")
         q.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                        help="where the model runs")
         q.add_argument("--json", type=Path, default=None, help="write the results here too")

@@ -172,7 +172,7 @@ def test_step_on_rows_of_a_larger_state():
         pad_conf = torch.cat([conf[:, t], torch.ones(2, J)])
         if t == 6:  # a tick in two calls on different rows, in another order
             a = m.step(kp[[2, 0], t], conf[[2, 0], t], state, torch.tensor([2, 4]))
-            b = m.step(kp[[1], t], conf[[1], t], state, torch.tensor([1]))
+            b = m.step(kp[[1], t], conf[[1], t], state, slice(1, 2))  # consecutive rows: views
             out.append(torch.stack([a[1], b[0], a[0]]))
             continue
         out.append(m.step(pad_kp, pad_conf, state, rows)[:3])

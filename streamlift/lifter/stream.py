@@ -394,17 +394,23 @@ class StreamingNRSfMFormer(nn.Module):
         """One new frame per stream: kp2d (B, J, 2) px, conf (B, J) -> X (B, J, 3), the same
         as `forward` on a chunk of one frame. `state` is advanced in place (one ring slot
         written per tensor: static addresses and shapes, no host synchronisation, so the step
-        can be captured in a CUDA graph). With `rows` (B,) int64 the frames belong to those
-        rows of a larger state (an engine's state of every slot); rows must be distinct, except
-        for rows whose results are thrown away (a graph's padding)."""
+        can be captured in a CUDA graph). With `rows` (B,) int64, or a slice of consecutive rows,
+        the frames belong to those rows of a larger state (an engine's state of every slot);
+        rows must be distinct, except for rows whose results are thrown away (a graph's
+        padding)."""
         c = self.cfg
         M = c.window - 1
         if rows is None:
-            rows = torch.arange(len(kp2d), device=kp2d.device)
-            k, v, ms_ring, pool_ring, n = state.k, state.v, state.ms, state.pool, state.n
-        else:  # gathered copies of the rows' rings (attention reads them all anyway)
-            k, v = state.k[:, rows], state.v[:, rows]
-            ms_ring, pool_ring, n = state.ms[rows], state.pool[rows], state.n[rows]
+            rows = slice(0, len(kp2d))
+        if isinstance(rows, slice):  # consecutive rows: read the rings in place
+            k, v, ms_ring, pool_ring, n = state.k[:, rows], state.v[:, rows], \
+                state.ms[rows], state.pool[rows], state.n[rows]
+            rows = torch.arange(rows.start or 0, rows.stop, device=kp2d.device)
+        else:  # gathered copies of the rows' rings (attention reads them all anyway);
+            # index_select copies whole rows, 2x faster than advanced indexing on CPU
+            k, v = state.k.index_select(1, rows), state.v.index_select(1, rows)
+            ms_ring, pool_ring, n = (t.index_select(0, rows) for t in (state.ms, state.pool,
+                                                                       state.n))
         age = ring_age(n, M)  # (B, M)
         real = age <= n[:, None]  # (B, M) slots that hold a frame of this stream
         slot = n % M  # (B,) where this frame goes

@@ -68,7 +68,8 @@ class ServerConfig:
     record_2d_max_frames: int = field(default=1_000_000, metadata={
         "type": "positive_int", "help": "frames --record-2d keeps in all (68 bytes each)"})
     threads: int | None = field(default=None, metadata={
-        "help": "torch threads of the compute loop (default: torch's choice)",
+        "help": "torch threads of the compute loop (default: 1 for a streaming lifter on CPU, "
+                "whose per-frame steps are too small to share out; else torch's choice)",
         "type": "positive_int"})
     backend: str | None = None  # 'graphs' | 'eager' | 'standin'; None: graphs on CUDA
     sizes: tuple[int, ...] = field(default=DEFAULT_LADDER, metadata={
