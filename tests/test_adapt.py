@@ -13,7 +13,7 @@ from streamlift.data import load_mocap, make_views, save_views
 from streamlift.data.views import View
 from streamlift.geometry import camera_rotation
 from streamlift.lifter.model import FORMAT, LifterConfig, NRSfMFormer
-from streamlift.paths import DEFAULT_WEIGHTS, SAMPLE_MOCAP
+from streamlift.paths import WINDOWED_WEIGHTS, SAMPLE_MOCAP
 from streamlift.train.adapt import (AdaptConfig, _judge, _prepare, adapt, better,
                                     orientation_anchor, split_views)
 
@@ -68,7 +68,7 @@ def _small(**kw):
 
 def test_a_run_keeps_the_weights_of_its_best_check(views_file, tmp_path):
     cfg = _small(lr=1e-3)
-    r = adapt([str(views_file)], str(DEFAULT_WEIGHTS), str(tmp_path / "a.pt"), cfg, None,
+    r = adapt([str(views_file)], str(WINDOWED_WEIGHTS), str(tmp_path / "a.pt"), cfg, None,
               progress=False, log=lambda s: None)
     checks, chosen = r["checks"], r["chosen_step"]
     assert [c["step"] for c in checks] == [0, 2, 4, 6]
@@ -83,15 +83,15 @@ def test_a_run_keeps_the_weights_of_its_best_check(views_file, tmp_path):
     again = _judge(model, run.judge, run.targets, None, cfg)
     kept = next(c for c in checks if c["step"] == chosen)
     assert again["reprojection"] == pytest.approx(kept["reprojection"], rel=1e-5)
-    assert ck["meta"]["adapt"]["init_digest"] == checkpoint.file_digest(DEFAULT_WEIGHTS)
+    assert ck["meta"]["adapt"]["init_digest"] == checkpoint.file_digest(WINDOWED_WEIGHTS)
 
 
 def test_a_run_that_only_gets_worse_gives_back_the_starting_weights(views_file, tmp_path):
-    r = adapt([str(views_file)], str(DEFAULT_WEIGHTS), str(tmp_path / "b.pt"), _small(lr=0.5),
+    r = adapt([str(views_file)], str(WINDOWED_WEIGHTS), str(tmp_path / "b.pt"), _small(lr=0.5),
               None, progress=False, log=lambda s: None)
     assert r["chosen_step"] == 0
     assert all(c["reprojection"] > r["checks"][0]["reprojection"] for c in r["checks"][1:])
-    before = checkpoint.read(DEFAULT_WEIGHTS, FORMAT, "lifter")["state_dict"]
+    before = checkpoint.read(WINDOWED_WEIGHTS, FORMAT, "lifter")["state_dict"]
     after = checkpoint.read(tmp_path / "b.pt", FORMAT, "lifter")["state_dict"]
     assert all(torch.equal(before[k], after[k]) for k in before)
 
