@@ -122,8 +122,15 @@ def test_rounds_step_streams_with_different_backlogs_together():
     server = _server(model)
     kps = [motion(30, 10 + i) for i in range(3)]
     sts = [server.ring.open(f"s{i}") for i in range(3)]
+    for st, kp in zip(sts, kps):  # three new streams in one tick: their states start together
+        for t in range(12):
+            server.ring.push(st, kp[t, :, :2], kp[t, :, 2], t, 1.0 + t, 2.0 + t)
+    server._tick(sts)
+    first = []
+    while not server._out.empty():
+        first.append(server._out.get_nowait())
     for st, kp in zip(sts, kps):
-        _tick(server, st, kp, 12)
+        np.testing.assert_allclose(published(first, st.name)[1], offline(model, kp[:12]), atol=2e-5)
     batches = []
     real_step = server.runner.step
     server.runner.step = lambda slots, k, c: batches.append(len(slots)) or real_step(slots, k, c)

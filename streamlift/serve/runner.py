@@ -194,7 +194,7 @@ class StepRunner:
         growth: a first tick of new streams took 60+ ms without it), then a clean state."""
         kp = np.full((1, J, 2), 100.0, np.float32)
         conf = np.ones((1, J), np.float32)
-        self.start(self.scratch, kp[0], conf[0])
+        self.start([self.scratch], kp, conf)
         self.catch_up(self.scratch, np.repeat(kp, 9, 0), np.repeat(conf, 9, 0))
         for b in (1, 2, 4, 8, 16, 32, 64):
             self._step(np.full(b, self.scratch), np.repeat(kp, b, 0), np.repeat(conf, b, 0))
@@ -213,12 +213,14 @@ class StepRunner:
         return self.scratch if self.backend == "eager" else min(self.sizes[-1], self.scratch)
 
     @torch.no_grad()
-    def start(self, slot: int, kp: np.ndarray, conf: np.ndarray) -> None:
-        """The slot's row starts a stream at frame kp (J, 2), conf (J,) (a new stream, or a
-        re-prime): `StreamingNRSfMFormer.start`; the frame is then stepped as usual."""
-        self.model.start(torch.from_numpy(kp).to(self.device)[None],
-                         torch.from_numpy(conf).to(self.device)[None], self.state,
-                         torch.tensor([slot], device=self.device))
+    def start(self, slots, kp: np.ndarray, conf: np.ndarray) -> None:
+        """Rows `slots` (distinct) start streams at frames kp (n, J, 2), conf (n, J) (new
+        streams, or re-primes), in one call: `StreamingNRSfMFormer.start`; each frame is then
+        stepped as usual."""
+        self.model.start(torch.from_numpy(np.ascontiguousarray(kp)).to(self.device),
+                         torch.from_numpy(np.ascontiguousarray(conf)).to(self.device),
+                         self.state, torch.as_tensor(np.asarray(slots, np.int64),
+                                                     device=self.device))
 
     @torch.no_grad()
     def step(self, slots: np.ndarray, kp: np.ndarray, conf: np.ndarray) -> np.ndarray:

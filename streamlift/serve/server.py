@@ -565,14 +565,16 @@ class Server:
         the chunk forward in one call."""
         prime, cap = self.back, self.ring.capacity
         self.ring.prepare()  # frames seen through their virtual cameras, before any is read
-        feeds = []  # [stream, first frame to feed, first target, last target]
+        feeds, starts = [], []  # [stream, first frame to feed, first target, last target]
         for st, lo, hi in pending:
             if not st.primed or st.fed < lo - prime:
                 st.fed, st.primed = max(0, lo - prime, st.n - cap), True
-                i = st.fed % cap
-                self.runner.start(st.slot, self.ring.kp[st.slot, i], self.ring.conf[st.slot, i])
+                starts.append((st.slot, st.fed % cap))
             feeds.append([st, st.fed, lo, hi])
             st.next_target, st.fed = hi + 1, hi + 1
+        if starts:  # all of the tick's new states in one call
+            s, i = (np.array(x) for x in zip(*starts))
+            self.runner.start(s, self.ring.kp[s, i], self.ring.conf[s, i])
         short = []
         for st, start, lo, hi in sorted(feeds, key=lambda f: f[0].slot):
             if hi - start + 1 <= CATCH_UP:
