@@ -198,8 +198,13 @@ def test_streams_with_intrinsics_are_lifted_through_the_virtual_camera():
     assert 0.010 < moved[:, 1:].mean() < 0.020
 
 
-def test_every_bad_input_gets_an_error_and_spares_other_streams():
-    with serve(tiny(), max_streams=3) as server:
+@pytest.mark.parametrize("lifter", ["windowed", "streaming"])
+def test_every_bad_input_gets_an_error_and_spares_other_streams(lifter):
+    from streamlift.lifter.stream import StreamConfig, StreamingNRSfMFormer
+
+    model = tiny() if lifter == "windowed" else \
+        StreamingNRSfMFormer(StreamConfig(dim=32, depth=1, heads=2, window=9)).eval()
+    with serve(model, max_streams=3) as server:
         sub = Subscriber(server.output_endpoint)
         good = Producer(server.input_endpoint)
         bad = Producer(server.input_endpoint)
