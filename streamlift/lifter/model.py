@@ -213,10 +213,15 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[NRSfMForm
     return _windowed(ck, device), ck.get("meta", {})
 
 
+def is_streaming_config(config: dict) -> bool:
+    """A checkpoint config of `streamlift.lifter.stream.StreamConfig` (kind "streaming")."""
+    return config.get("kind") == "streaming"
+
+
 def require_windowed(ck: dict, path, what: str) -> None:
     """UserError when checkpoint `ck` (from `path`) is a streaming lifter: `what` needs a
     windowed one."""
-    if ck["config"].get("kind") == "streaming":
+    if is_streaming_config(ck["config"]):
         raise UserError(f"{path} is a streaming lifter; {what} needs a windowed one (train and "
                         f"adapt windowed lifters; scripts/distil_stream.py makes a streaming "
                         f"lifter from one)")
@@ -257,7 +262,7 @@ def load_lifter(weights: Path | None, device: torch.device, backend: str = "torc
     if path.suffix == ".onnx":
         raise UserError(f"{path.name} is an ONNX lifter: run it with the onnxruntime backend")
     ck = checkpoint.read(path, FORMAT, "lifter", device)
-    if ck["config"].get("kind") == "streaming":
+    if is_streaming_config(ck["config"]):
         from streamlift.lifter.stream import from_checkpoint
 
         return from_checkpoint(ck, device), path

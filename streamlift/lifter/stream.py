@@ -38,7 +38,8 @@ import torch.nn as nn
 from streamlift import checkpoint
 from streamlift.errors import UserError
 from streamlift.geometry import rotation_6d
-from streamlift.lifter.model import FORMAT, Block, LifterConfig, LifterOutput, NRSfMFormer
+from streamlift.lifter.model import (FORMAT, Block, LifterConfig, LifterOutput, NRSfMFormer,
+                                     is_streaming_config)
 from streamlift.skeleton import H36M17, ROOT
 
 EPS = 1e-6
@@ -135,6 +136,19 @@ def _index(t: torch.Tensor, n: torch.Tensor, bdim: int):
     shape = [1] * t.dim()
     shape[bdim], shape[dim] = slots.shape
     return dim, slots.view(shape).expand_as(t)
+
+
+def _scale_terms(kp2d: torch.Tensor, conf: torch.Tensor):
+    """Root-relative 2D (..., J, 2) and per frame (sum conf |x|^2, 2 sum conf) (..., 2): the
+    terms whose sums over the causal window give its 2D scale (`_scale`)."""
+    x = kp2d - kp2d[..., ROOT:ROOT + 1, :]
+    return x, torch.stack([(conf[..., None] * x.square()).sum(dim=(-2, -1)),
+                           2 * conf.sum(dim=-1)], -1)
+
+
+def _scale(ms: torch.Tensor) -> torch.Tensor:
+    """The confidence-weighted RMS of root-relative 2D from summed `_scale_terms` (..., 2)."""
+    return (ms[..., 0] / ms[..., 1].clamp_min(EPS)).sqrt().clamp_min(EPS)
 
 
 class TemporalAttention(nn.Module):
@@ -318,14 +332,11 @@ class StreamingNRSfMFormer(nn.Module):
         n = state.n
         seen = n.clamp(max=M)
         k_old, v_old = _oldest_first(state.k, n, 1), _oldest_first(state.v, n, 1)
-        x = kp2d - kp2d[:, :, ROOT:ROOT + 1]  # (B, L, J, 2)
-        w = conf[..., None]
-        ms_frame = torch.stack([(w * x.square()).sum(dim=(2, 3)), 2 * conf.sum(dim=2)], -1)
+        x, ms_frame = _scale_terms(kp2d, conf)  # (B, L, J, 2), (B, L, 2)
         ms, ms_new = _window_sum(ms_frame, _oldest_first(state.ms, n, 0), seen, c.window)  # (B, L, 2)
-        scale = (ms[..., 0] / ms[..., 1].clamp_min(EPS)).sqrt().clamp_min(EPS)  # (B, L)
-        x2d = x / scale[:, :, None, None]
-        shown = (conf > 0).to(x2d.dtype)[..., None]
-        h = self.embed(torch.cat([x2d * shown, conf[..., None]], dim=-1)) + self.joint_pos
+        scale = _scale(ms)  # (B, L)
+        x2d = x / scale[..., None, None]
+        h = self._tokens(x2d, conf)  # (B, L, J, C)
         C = h.shape[-1]
         ks, vs = [], []
         for i, (s_blk, t_blk) in enumerate(zip(self.spatial, self.temporal)):
@@ -349,6 +360,13 @@ class StreamingNRSfMFormer(nn.Module):
                           _to_ring(ms_new, n_new, 0), _to_ring(pool_new, n_new, 0), n_new)
         return LifterOutput(X, B, D, R, x2d, conf, scale), new
 
+    def _tokens(self, x2d: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
+        """Joint tokens (..., J, C) of normalised 2D (..., J, 2): a missed joint (conf 0)
+        shows no position."""
+        shown = (conf > 0).to(x2d.dtype)[..., None]
+        return self.embed(torch.cat([x2d * shown, conf[..., None]], dim=-1)) + \
+            self.joint_pos.view(self.cfg.num_joints, -1)
+
     def still_state(self, kp2d: torch.Tensor, conf: torch.Tensor) -> StreamState:
         """The state of streams that have shown frame kp2d (B, J, 2), conf (B, J), still, for
         as long as the model looks back: how a stream starts, as the windowed lifter pads the
@@ -357,13 +375,8 @@ class StreamingNRSfMFormer(nn.Module):
         starts its chunks from it)."""
         c = self.cfg
         M = c.window - 1
-        x = kp2d - kp2d[:, ROOT:ROOT + 1]  # (B, J, 2)
-        ms_frame = torch.stack([(conf[..., None] * x.square()).sum(dim=(1, 2)),
-                                2 * conf.sum(dim=1)], -1)  # (B, 2)
-        scale = (ms_frame[:, 0] / ms_frame[:, 1].clamp_min(EPS)).sqrt().clamp_min(EPS)
-        shown = (conf > 0).to(kp2d.dtype)[..., None]
-        h = self.embed(torch.cat([x / scale[:, None, None] * shown, conf[..., None]], -1)) \
-            + self.joint_pos[0]
+        x, ms_frame = _scale_terms(kp2d, conf)  # (B, J, 2), (B, 2)
+        h = self._tokens(x / _scale(ms_frame)[..., None, None], conf)  # (B, J, C)
         ks, vs = [], []
         for s_blk, t_blk in zip(self.spatial, self.temporal):
             h, k, v = t_blk.still(s_blk(h))  # (B, J, C); k, v (B, J, H, Dh)
@@ -415,14 +428,9 @@ class StreamingNRSfMFormer(nn.Module):
         real = age <= n[:, None]  # (B, M) slots that hold a frame of this stream
         slot = n % M  # (B,) where this frame goes
         realf = real.to(kp2d.dtype)
-        x = kp2d - kp2d[:, ROOT:ROOT + 1]  # (B, J, 2)
-        ms_frame = torch.stack([(conf[..., None] * x.square()).sum(dim=(1, 2)),
-                                2 * conf.sum(dim=1)], -1)  # (B, 2)
+        x, ms_frame = _scale_terms(kp2d, conf)  # (B, J, 2), (B, 2)
         ms = ms_frame + (ms_ring * realf[..., None]).sum(dim=1)
-        scale = (ms[:, 0] / ms[:, 1].clamp_min(EPS)).sqrt().clamp_min(EPS)  # (B,)
-        x2d = x / scale[:, None, None]
-        shown = (conf > 0).to(x2d.dtype)[..., None]
-        h = self.embed(torch.cat([x2d * shown, conf[..., None]], dim=-1)) + self.joint_pos[0]
+        h = self._tokens(x / _scale(ms)[..., None, None], conf)  # (B, J, C)
         for i, (s_blk, t_blk) in enumerate(zip(self.spatial, self.temporal)):
             h, k_new, v_new = t_blk.step(s_blk(h), k[i], v[i], age, real)  # (B, J, C)
             state.k[i, rows, :, :, slot] = k_new  # (B, J, H, Dh) into each row's slot
@@ -450,10 +458,6 @@ class StreamingNRSfMFormer(nn.Module):
             o, state = self.forward(kp2d[:, i:i + chunk], conf[:, i:i + chunk], state)
             out.append(o.X)
         return torch.cat(out, dim=1)
-
-
-def is_streaming_config(config: dict) -> bool:
-    return config.get("kind") == "streaming"
 
 
 def save_streaming(path, model: StreamingNRSfMFormer, meta: dict | None = None,
