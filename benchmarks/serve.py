@@ -122,6 +122,7 @@ def bench_serve(a, log=None) -> dict:
     model, path = load_lifter(a.weights, device)
     cfg = ServerConfig(input="tcp://127.0.0.1:*", output="tcp://127.0.0.1:*",
                        max_streams=a.streams, threads=a.threads, idle_timeout_s=60.0,
+                       workers=a.workers,
                        backend="graphs" if device.type == "cuda" and not a.no_graphs
                        else "eager")
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -164,6 +165,7 @@ def bench_serve(a, log=None) -> dict:
         stats = probe.request("stats", 10.0)["stats"]
         probe.close()
         memory = _memory(server)
+        workers = getattr(server.runner, "workers", None)  # a streaming lifter's step threads
     busy = ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)) if ru0 else 0.0
     # cores the server process kept busy while streams were live (1.0 = one whole core)
     cpu = {"server_cpu_s": round(busy, 2), "server_cores_busy": round(busy / max(seconds, 1e-9), 3),
@@ -174,7 +176,7 @@ def bench_serve(a, log=None) -> dict:
             "achieved_fps": round(stats["frames_out"] / max(seconds, 1e-9), 1), "window": model.cfg.window,
             "dim": model.cfg.dim, "depth": model.cfg.depth, "mode": model.cfg.mode,
             "lifter": getattr(model.cfg, "kind", "windowed"), "memory": memory,
-            "device": str(device), "threads": torch.get_num_threads(),
+            "device": str(device), "threads": torch.get_num_threads(), "workers": workers,
             "torch": torch.__version__, "streamlift": __version__, "server": stats, "cpu": cpu}
 
 
@@ -200,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="sender processes the streams are split over")
             q.add_argument("--threads", type=positive_int, default=None,
                            help="torch threads of the compute loop")
+            q.add_argument("--workers", type=positive_int, default=None,
+                           help="threads a streaming step on CPU is split over (default: the "
+                                "server's)")
             q.add_argument("--no-graphs", action="store_true", help="eager on CUDA")
         else:
             q.add_argument("--sizes", type=ladder, default=(1, 2, 4, 8, 16, 32, 64),

@@ -189,6 +189,54 @@ def test_step_runner_memory_and_padding_rows():
     np.testing.assert_allclose(x[0], offline(model, kp[:1])[0], atol=2e-5)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_eager_steps_on_slices_dense_slices_and_gathers_agree(workers):
+    """The CPU runner steps consecutive slots on a slice, a nearly full span as the whole slice
+    with the idle slots not kept, a sparse set by gathering, and a large set in shares on
+    `workers` threads: each slot's skeleton and state are its own one-slot steps', and idle
+    slots are left exactly as they were."""
+    model = tiny_stream()
+    runner = StepRunner(model, HEIGHT, 40, "cpu", "eager", workers=workers)
+    ref = StepRunner(model, HEIGHT, 40, "cpu", "eager")
+    g = np.random.default_rng(5)
+
+    def frames_for(n):
+        return (g.normal(300, 60, (n, 17, 2)).astype(np.float32),
+                g.uniform(0.2, 1, (n, 17)).astype(np.float32))
+
+    kp, conf = frames_for(40)
+    for r in (runner, ref):
+        r.start(np.arange(40), kp, conf)
+    calls = []  # (rows stepped, kept a subset) per model.step call
+    step = model.step
+
+    def spy(kp, conf, state, rows, keep=None):
+        calls.append((len(kp), keep is not None))
+        return step(kp, conf, state, rows, keep)
+
+    sparse = sorted(g.choice(40, 12, replace=False).tolist())
+    for slots in (list(range(40)), [i for i in range(40) if i not in (4, 17, 33)], sparse,
+                  list(range(35, -1, -1)), [6]):
+        kp, conf = frames_for(len(slots))
+        before = [t.clone() for t in runner.state.tensors()]
+        model.step = spy
+        got = runner.step(np.array(slots), kp, conf)
+        model.step = step
+        want = np.concatenate([ref.step(np.array([s]), kp[i:i + 1], conf[i:i + 1])
+                               for i, s in enumerate(slots)])
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        idle = [i for i in range(41) if i not in slots]
+        for a, b, c in zip(runner.state.tensors(), ref.state.tensors(), before):
+            assert torch.allclose(a.float(), b.float(), atol=1e-5)
+            assert torch.equal(a[:, idle] if a.dim() == 6 else a[idle],
+                               c[:, idle] if c.dim() == 6 else c[idle])
+    if workers == 1:
+        assert calls == [(40, False), (40, True), (12, False), (36, True), (1, False)]
+    else:  # in two shares of slot order (the second share's call may come first)
+        assert sorted(calls) == sorted([(20, False), (20, False), (21, True), (19, True),
+                                        (12, False), (18, False), (18, False), (1, False)])
+
+
 @pytest.mark.gpu
 def test_cuda_graph_step_runner_matches_eager():
     """Captured steps on a ladder (padding into the scratch row) give the eager steps' skeletons

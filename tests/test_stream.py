@@ -175,6 +175,13 @@ def test_step_on_rows_of_a_larger_state():
             b = m.step(kp[[1], t], conf[[1], t], state, slice(1, 2))  # consecutive rows: views
             out.append(torch.stack([a[1], b[0], a[0]]))
             continue
+        if t == 9:  # a slice of rows 0..4 of which only 1, 2, 4 advance (keep): 0 and 3 idle
+            sl_kp = torch.full((5, J, 2), -5e2)
+            sl_conf = torch.rand(5, J)
+            sl_kp[[4, 1, 2]], sl_conf[[4, 1, 2]] = kp[:, t], conf[:, t]
+            x = m.step(sl_kp, sl_conf, state, slice(0, 5), keep=torch.tensor([1, 2, 4]))
+            out.append(x[[4, 1, 2]])
+            continue
         out.append(m.step(pad_kp, pad_conf, state, rows)[:3])
     assert torch.allclose(torch.stack(out, 1), whole, atol=1e-5)
     assert state.n[[4, 1, 2]].tolist() == [4 + 12] * 3

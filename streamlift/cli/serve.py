@@ -19,7 +19,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
     dev = device(a.device)
     model, path = load_model(a.weights, dev, a.window, a.mode, a.backend)
-    cfg = ServerConfig(**given(a, SERVING + " height_m threads"),
+    cfg = ServerConfig(**given(a, SERVING + " height_m threads workers"),
                        backend="eager" if a.no_graphs or dev.type != "cuda" else "graphs")
     serve_until_stopped(Server(model, cfg, dev), path.name, a.stats_every)
     return 0
@@ -73,7 +73,7 @@ def _add_serve(sub) -> None:
                 "streams (ZeroMQ)", OPTIONS + "ServeOptions")
     add_config(s, SERVER, "input output pull")
     shared(s, "weights", "backend", device=DEVICE)
-    add_config(s, SERVER, "height_m threads")
+    add_config(s, SERVER, "height_m threads workers")
     add_config(s, OPTIONS + "ServeOptions", "window mode")
     add_config(s, SERVER, "max_streams idle_timeout_s max_message_bytes backlog max_latency_ms "
                "pub_hwm heartbeat_s curve_secret curve_clients record_2d record_2d_max_frames")

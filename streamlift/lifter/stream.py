@@ -90,13 +90,18 @@ class StreamState:
         return StreamState(self.k[:, idx], self.v[:, idx], self.ms[idx], self.pool[idx],
                            self.n[idx])
 
+    def copy(self) -> "StreamState":
+        """A state of its own (contiguous copies, also of broadcast views)."""
+        return StreamState(*(t.clone(memory_format=torch.contiguous_format)
+                             for t in self.tensors()))
+
     def put(self, idx: torch.Tensor, other: "StreamState") -> None:
         """Write `other`'s rows into rows `idx` in place."""
-        self.k[:, idx] = other.k
-        self.v[:, idx] = other.v
-        self.ms[idx] = other.ms
-        self.pool[idx] = other.pool
-        self.n[idx] = other.n
+        self.k.index_copy_(1, idx, other.k)
+        self.v.index_copy_(1, idx, other.v)
+        self.ms.index_copy_(0, idx, other.ms)
+        self.pool.index_copy_(0, idx, other.pool)
+        self.n.index_copy_(0, idx, other.n)
 
     def clear(self, idx: torch.Tensor) -> None:
         """Rows `idx` start over (a new stream): nothing seen, and zeros where an earlier
@@ -197,23 +202,23 @@ class TemporalAttention(nn.Module):
         return self.proj(v.reshape(Bn, J, C)), k, v
 
     def step(self, x: torch.Tensor, k_ring: torch.Tensor, v_ring: torch.Tensor,
-             age: torch.Tensor, real: torch.Tensor):
+             bias_old: torch.Tensor, bias_new: torch.Tensor):
         """One new frame x (B, J, C) against the rings (B, J, H, M, Dh) of the M frames before
-        it (`age` (B, M) their distances, `real` (B, M) which hold a frame) -> the output
-        (B, J, C) and the frame's key and value (B, J, H, Dh), for the caller to write into
-        the ring after this layer (the slot they go to holds a frame still in this window)."""
+        it; `bias_old` (B, 1, H, M) is this layer's bias by each slot's distance, -inf where a
+        slot holds no frame of the stream, `bias_new` (H, 1) the bias at distance 0 -> the
+        output (B, J, C) and the frame's key and value (B, J, H, Dh), for the caller to write
+        into the ring after this layer (the slot they go to holds a frame still in this
+        window)."""
         Bn, J, C = x.shape
         H, M = self.heads, self.window - 1
         Dh = C // H
         qkv = self.qkv(x).view(Bn, J, 3, H, Dh)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, J, H, Dh)
-        sc = 1.0 / math.sqrt(Dh)
-        s_old = (q[..., None, :] @ k_ring.transpose(-1, -2)).squeeze(-2) * sc  # (B, J, H, M)
-        s_old = s_old + self.bias[:, age].permute(1, 0, 2)[:, None]  # bias (H, B, M)
-        s_old = s_old.masked_fill(~real[:, None, None], float("-inf"))
-        s_new = (q * k).sum(-1, keepdim=True) * sc + self.bias[:, 0, None]  # (B, J, H, 1)
+        q = q * (1.0 / math.sqrt(Dh))
+        s_old = (q[..., None, :] @ k_ring.transpose(-1, -2)).squeeze(-2) + bias_old  # (B, J, H, M)
+        s_new = (q * k).sum(-1, keepdim=True) + bias_new  # (B, J, H, 1)
         p = torch.cat([s_old, s_new], dim=-1).softmax(dim=-1)  # (B, J, H, M + 1)
-        o = (p[..., None, :M] @ v_ring).squeeze(-2) + p[..., M:] * v  # (B, J, H, Dh)
+        o = torch.addcmul((p[..., None, :M] @ v_ring).squeeze(-2), p[..., M:], v)  # (B, J, H, Dh)
         return self.proj(o.reshape(Bn, J, C)), k, v
 
 
@@ -240,8 +245,8 @@ class TemporalBlock(nn.Module):
         x = x + self.drop(a)
         return x + self.drop(self.mlp(self.norm2(x))), k, v
 
-    def step(self, x, k_ring, v_ring, age, real):
-        a, k, v = self.attn.step(self.norm1(x), k_ring, v_ring, age, real)
+    def step(self, x, k_ring, v_ring, bias_old, bias_new):
+        a, k, v = self.attn.step(self.norm1(x), k_ring, v_ring, bias_old, bias_new)
         x = x + self.drop(a)
         return x + self.drop(self.mlp(self.norm2(x))), k, v
 
@@ -327,7 +332,7 @@ class StreamingNRSfMFormer(nn.Module):
         if conf is None:
             conf = torch.ones(kp2d.shape[:3], dtype=kp2d.dtype, device=kp2d.device)
         if state is None:  # new streams: their first frame, still before it
-            state = self.still_state(kp2d[:, 0], conf[:, 0])
+            state = self._still(kp2d[:, 0], conf[:, 0])
         M = c.window - 1
         n = state.n
         seen = n.clamp(max=M)
@@ -373,6 +378,11 @@ class StreamingNRSfMFormer(nn.Module):
         frames before a stream's first with repeats of it. Every ring slot holds the frame;
         the frame itself is then lifted as the stream's first (differentiable: training
         starts its chunks from it)."""
+        return self._still(kp2d, conf).copy()
+
+    def _still(self, kp2d: torch.Tensor, conf: torch.Tensor) -> StreamState:
+        """`still_state` whose rings are read-only broadcast views of one slot each (starting a
+        stream writes 0.9 MB of rings; materialising them first would write it twice)."""
         c = self.cfg
         M = c.window - 1
         x, ms_frame = _scale_terms(kp2d, conf)  # (B, J, 2), (B, 2)
@@ -386,11 +396,11 @@ class StreamingNRSfMFormer(nn.Module):
         Bn = len(kp2d)
 
         def ring(t):  # (depth, B, J, H, Dh) -> (depth, B, J, H, M, Dh)
-            return t[..., None, :].expand(*t.shape[:-1], M, t.shape[-1]).contiguous()
+            return t[..., None, :].expand(*t.shape[:-1], M, t.shape[-1])
 
         return StreamState(ring(torch.stack(ks)), ring(torch.stack(vs)),
-                           ms_frame[:, None].expand(Bn, M, 2).contiguous(),
-                           b[:, None].expand(Bn, M, *b.shape[1:]).contiguous(),
+                           ms_frame[:, None].expand(Bn, M, 2),
+                           b[:, None].expand(Bn, M, *b.shape[1:]),
                            torch.full((Bn,), M, dtype=torch.int64, device=kp2d.device))
 
     @torch.no_grad()
@@ -399,18 +409,22 @@ class StreamingNRSfMFormer(nn.Module):
         """Start streams in rows `rows` (default: all) of `state` at frame kp2d (B, J, 2):
         their rows become `still_state` (in place); `step` then lifts the frame itself."""
         rows = torch.arange(len(kp2d), device=kp2d.device) if rows is None else rows
-        state.put(rows, self.still_state(kp2d, conf))
+        state.put(rows, self._still(kp2d, conf))
 
     @torch.inference_mode()  # less per-op overhead than no_grad: a step is ~300 small ops
     def step(self, kp2d: torch.Tensor, conf: torch.Tensor, state: StreamState,
-             rows: torch.Tensor | None = None) -> torch.Tensor:
+             rows: torch.Tensor | slice | None = None,
+             keep: torch.Tensor | None = None) -> torch.Tensor:
         """One new frame per stream: kp2d (B, J, 2) px, conf (B, J) -> X (B, J, 3), the same
         as `forward` on a chunk of one frame. `state` is advanced in place (one ring slot
         written per tensor: static addresses and shapes, no host synchronisation, so the step
         can be captured in a CUDA graph). With `rows` (B,) int64, or a slice of consecutive rows,
         the frames belong to those rows of a larger state (an engine's state of every slot);
         rows must be distinct, except for rows whose results are thrown away (a graph's
-        padding)."""
+        padding). With `keep` (K,) int64, positions in the batch, only those rows' states
+        advance; the others are computed and left as they were (on CPU a slice of rows with a
+        few idle ones among them is cheaper than gathering the busy ones); their X is
+        meaningless."""
         c = self.cfg
         M = c.window - 1
         if rows is None:
@@ -428,13 +442,31 @@ class StreamingNRSfMFormer(nn.Module):
         real = age <= n[:, None]  # (B, M) slots that hold a frame of this stream
         slot = n % M  # (B,) where this frame goes
         realf = real.to(kp2d.dtype)
+        # every layer's attention bias by slot distance, -inf on empty slots, in one gather
+        bias = torch.stack([t.attn.bias for t in self.temporal])  # (depth, H, T)
+        bias_old = bias[:, :, age].masked_fill(~real, float("-inf"))  # (depth, H, B, M)
+        bias_old = bias_old.transpose(1, 2)[:, :, None]  # (depth, B, 1, H, M)
+        bias_new = bias[:, :, :1]  # (depth, H, 1)
+        # ring writes as one index_copy of Dh-long rows: k[i] viewed (B * J * H * M, Dh), the
+        # row of (row b, joint-head jh, slot) at (b * JH + jh) * M + slot
+        Dh = c.dim // c.heads
+        JH = c.num_joints * c.heads
+        if keep is None:
+            def kept(t):
+                return t
+        else:
+            def kept(t):  # the rows whose states advance
+                return t.index_select(0, keep)
+        wr_rows, wr_slot = kept(rows), kept(slot)
+        wr = ((wr_rows[:, None] * JH + torch.arange(JH, device=rows.device)) * M
+              + wr_slot[:, None]).view(-1)  # (K * J * H,)
         x, ms_frame = _scale_terms(kp2d, conf)  # (B, J, 2), (B, 2)
         ms = ms_frame + (ms_ring * realf[..., None]).sum(dim=1)
         h = self._tokens(x / _scale(ms)[..., None, None], conf)  # (B, J, C)
         for i, (s_blk, t_blk) in enumerate(zip(self.spatial, self.temporal)):
-            h, k_new, v_new = t_blk.step(s_blk(h), k[i], v[i], age, real)  # (B, J, C)
-            state.k[i, rows, :, :, slot] = k_new  # (B, J, H, Dh) into each row's slot
-            state.v[i, rows, :, :, slot] = v_new
+            h, k_new, v_new = t_blk.step(s_blk(h), k[i], v[i], bias_old[i], bias_new[i])  # (B, J, C)
+            state.k[i].view(-1, Dh).index_copy_(0, wr, kept(k_new).reshape(-1, Dh))
+            state.v[i].view(-1, Dh).index_copy_(0, wr, kept(v_new).reshape(-1, Dh))
         h = self.norm(h)
         b = h @ self.head_B.weight.T  # (B, J, 3)
         pooled = b + (pool_ring * realf[..., None, None]).sum(dim=1)
@@ -443,9 +475,10 @@ class StreamingNRSfMFormer(nn.Module):
         R = rotation_6d(self.head_R(h.mean(dim=1)))  # (B, 3, 3)
         B = B - B[:, ROOT:ROOT + 1]
         D = D - D[:, ROOT:ROOT + 1]
-        state.ms[rows, slot] = ms_frame
-        state.pool[rows, slot] = b
-        state.n[rows] = n + 1
+        wr = wr_rows * M + wr_slot  # (K,) rows of the (B * M, ...) views of the per-frame rings
+        state.ms.view(-1, 2).index_copy_(0, wr, kept(ms_frame))
+        state.pool.view(-1, c.num_joints * 3).index_copy_(0, wr, kept(b).reshape(len(wr), -1))
+        state.n.index_copy_(0, wr_rows, kept(n) + 1)
         return (B + D) @ R.transpose(-1, -2)
 
     @torch.no_grad()

@@ -69,7 +69,13 @@ class ServerConfig:
         "type": "positive_int", "help": "frames --record-2d keeps in all (68 bytes each)"})
     threads: int | None = field(default=None, metadata={
         "help": "torch threads of the compute loop (default: 1 for a streaming lifter on CPU, "
-                "whose per-frame steps are too small to share out; else torch's choice)",
+                "whose per-frame steps are too small to share out within an op (--workers "
+                "shares out streams instead); else torch's choice)",
+        "type": "positive_int"})
+    workers: int | None = field(default=None, metadata={
+        "help": "threads a streaming lifter's step on CPU is split over, each lifting a share "
+                "of a tick's streams on one torch thread (default: 2 on a machine with 2 or "
+                "more cores, else 1)",
         "type": "positive_int"})
     backend: str | None = None  # 'graphs' | 'eager' | 'standin'; None: graphs on CUDA
     sizes: tuple[int, ...] = field(default=DEFAULT_LADDER, metadata={

@@ -17,6 +17,7 @@ unexpected exception while handling one message or one tick is logged, counted a
 from __future__ import annotations
 
 import gc
+import os
 import queue
 import secrets
 import sys
@@ -182,8 +183,10 @@ class Server:
         """The runner and the ring buffers (also what tests drive the compute loop with)."""
         cfg, J = self.cfg, self.model.cfg.num_joints
         if self.streaming:
+            workers = cfg.workers or (min(2, os.cpu_count() or 1) if self.device.type == "cpu"
+                                      else 1)
             self.runner = StepRunner(self.model, cfg.height_m, cfg.max_streams, self.device,
-                                     backend, cfg.sizes)
+                                     backend, cfg.sizes, workers)
         else:
             self.runner = Runner(skeleton_fn(self.model, cfg.height_m), self.window, J,
                                  self.device, backend, cfg.sizes)
