@@ -29,7 +29,7 @@ BUDGETS_MS = (P99_BUDGET_MS, 50.0)
 
 
 def run(device: torch.device, quick: bool, log=print, max_streams: int | None = None) -> list[Result]:
-    ladder = [1, 2] if quick else [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+    ladder = [1, 2] if quick else [1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 256, 512, 1024]
     if max_streams:
         ladder = [n for n in ladder if n <= max_streams]
     frames = 45 if quick else 150  # 1.5 s / 5 s of streaming per point
@@ -40,7 +40,8 @@ def run(device: torch.device, quick: bool, log=print, max_streams: int | None = 
         for n in ladder:
             producers = max(1, min(math.ceil(n / 64), (os.cpu_count() or 2) // 2))
             a = SimpleNamespace(weights=weights, device=device.type, streams=n, fps=FPS,
-                                frames=frames, producers=producers, threads=None, no_graphs=False)
+                                frames=frames, producers=producers, threads=None, workers=None,
+                                no_graphs=False)
             r = bench_serve(a, log=lambda line: None)
             s = r["server"]
             lat = s["latency_ms"]
@@ -59,7 +60,7 @@ def run(device: torch.device, quick: bool, log=print, max_streams: int | None = 
                  "frames_in": s["frames_in"], "frames_out": s["frames_out"],
                  "dropped": s["frames_dropped"], "batch_mean": s["batch_mean"],
                  "compute_ms_p50": s["compute_ms"]["p50"],
-                 "server_cores_busy": r["cpu"]["server_cores_busy"],
+                 "server_cores_busy": r["cpu"]["server_cores_busy"], "workers": r["workers"],
                  "ring_bytes_per_stream": r["memory"]["ring_bytes_per_stream"],
                  "state_bytes_per_stream": r["memory"]["state_bytes_per_stream"],
                  "within_33ms": ok[P99_BUDGET_MS], "within_50ms": ok[50.0]}))

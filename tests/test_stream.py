@@ -81,6 +81,25 @@ def test_a_stream_starts_as_if_its_first_frame_had_been_shown_still():
 
 
 @torch.no_grad()
+def test_a_start_that_lifts_its_frame_is_that_frames_step():
+    """start(lift=True) returns the first frame's X and leaves the state its step would: the
+    next steps go on exactly as after start + step (the engine starts new streams so)."""
+    m = _model()
+    kp, conf = _frames(3, 8)
+    whole = m(kp, conf)[0].X  # (3, 8, J, 3)
+    lifted, plain = m.init_state(4), m.init_state(4)
+    rows = torch.tensor([3, 0, 2])
+    x0 = m.start(kp[:, 0], conf[:, 0], lifted, rows, lift=True)
+    assert m.start(kp[:, 0], conf[:, 0], plain, rows) is None
+    assert torch.allclose(x0, m.step(kp[:, 0], conf[:, 0], plain, rows), atol=1e-5)
+    assert torch.allclose(x0, whole[:, 0], atol=1e-5)
+    for a, b in zip(lifted.tensors(), plain.tensors()):
+        assert torch.allclose(a, b, atol=1e-6) and a.dtype == b.dtype
+    steps = torch.stack([m.step(kp[:, t], conf[:, t], lifted, rows) for t in range(1, 8)], 1)
+    assert torch.allclose(steps, whole[:, 1:], atol=1e-5)
+
+
+@torch.no_grad()
 def test_causal_and_windowed():
     """Frame t never sees a later frame, and an estimate depends on the last receptive_field()
     frames only: a state started prime_frames() back gives the same estimate and next state."""

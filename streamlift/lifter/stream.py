@@ -332,7 +332,7 @@ class StreamingNRSfMFormer(nn.Module):
         if conf is None:
             conf = torch.ones(kp2d.shape[:3], dtype=kp2d.dtype, device=kp2d.device)
         if state is None:  # new streams: their first frame, still before it
-            state = self._still(kp2d[:, 0], conf[:, 0])
+            state = self._still(kp2d[:, 0], conf[:, 0])[0]
         M = c.window - 1
         n = state.n
         seen = n.clamp(max=M)
@@ -355,15 +355,20 @@ class StreamingNRSfMFormer(nn.Module):
         pooled, pool_new = _window_sum(b, _oldest_first(state.pool, n, 0), seen, c.window)
         cnt = (seen[:, None] + torch.arange(1, L + 1, device=h.device)).clamp(max=c.window)
         B = pooled / cnt[..., None, None].to(b.dtype) + self.head_B.bias  # cnt (B, L) pooled  # (B, L, J, 3)
-        D = self.head_D(h)
-        R = rotation_6d(self.head_R(h.mean(dim=2)))  # (B, L, 3, 3)
-        B = B - B[:, :, ROOT:ROOT + 1]
-        D = D - D[:, :, ROOT:ROOT + 1]
-        X = (B + D) @ R.transpose(-1, -2)  # X[t] = R[t] (B[t] + D[t]), row vectors
+        X, B, D, R = self._skeleton(h, B)
         n_new = n + L
         new = StreamState(_to_ring(torch.stack(ks), n_new, 1), _to_ring(torch.stack(vs), n_new, 1),
                           _to_ring(ms_new, n_new, 0), _to_ring(pool_new, n_new, 0), n_new)
         return LifterOutput(X, B, D, R, x2d, conf, scale), new
+
+    def _skeleton(self, h: torch.Tensor, B: torch.Tensor):
+        """Normalised final hidden states h (..., J, C) and the pooled reference B (..., J, 3)
+        -> X = R (B + D) per frame (row vectors), root-relative, and B, D, R (..., 3, 3)."""
+        D = self.head_D(h)
+        R = rotation_6d(self.head_R(h.mean(dim=-2)))
+        B = B - B[..., ROOT:ROOT + 1, :]
+        D = D - D[..., ROOT:ROOT + 1, :]
+        return (B + D) @ R.transpose(-1, -2), B, D, R
 
     def _tokens(self, x2d: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
         """Joint tokens (..., J, C) of normalised 2D (..., J, 2): a missed joint (conf 0)
@@ -378,11 +383,15 @@ class StreamingNRSfMFormer(nn.Module):
         frames before a stream's first with repeats of it. Every ring slot holds the frame;
         the frame itself is then lifted as the stream's first (differentiable: training
         starts its chunks from it)."""
-        return self._still(kp2d, conf).copy()
+        return self._still(kp2d, conf)[0].copy()
 
-    def _still(self, kp2d: torch.Tensor, conf: torch.Tensor) -> StreamState:
+    def _still(self, kp2d: torch.Tensor, conf: torch.Tensor, lift: bool = False):
         """`still_state` whose rings are read-only broadcast views of one slot each (starting a
-        stream writes 0.9 MB of rings; materialising them first would write it twice)."""
+        stream writes 0.9 MB of rings; materialising them first would write it twice), and
+        with `lift` the frame's X (B, J, 3) and the state after it: stepping a frame onto a
+        ring of its own keys changes no slot (it writes the same key) and gives O = v in every
+        layer, the pool of B is its own b, the scale its own, so X is the still pass's own
+        output and only the count moves on (else X is None)."""
         c = self.cfg
         M = c.window - 1
         x, ms_frame = _scale_terms(kp2d, conf)  # (B, J, 2), (B, 2)
@@ -392,8 +401,10 @@ class StreamingNRSfMFormer(nn.Module):
             h, k, v = t_blk.still(s_blk(h))  # (B, J, C); k, v (B, J, H, Dh)
             ks.append(k)
             vs.append(v)
-        b = self.norm(h) @ self.head_B.weight.T  # (B, J, 3)
+        h = self.norm(h)
+        b = h @ self.head_B.weight.T  # (B, J, 3)
         Bn = len(kp2d)
+        X = self._skeleton(h, b + self.head_B.bias)[0] if lift else None
 
         def ring(t):  # (depth, B, J, H, Dh) -> (depth, B, J, H, M, Dh)
             return t[..., None, :].expand(*t.shape[:-1], M, t.shape[-1])
@@ -401,15 +412,19 @@ class StreamingNRSfMFormer(nn.Module):
         return StreamState(ring(torch.stack(ks)), ring(torch.stack(vs)),
                            ms_frame[:, None].expand(Bn, M, 2),
                            b[:, None].expand(Bn, M, *b.shape[1:]),
-                           torch.full((Bn,), M, dtype=torch.int64, device=kp2d.device))
+                           torch.full((Bn,), M + lift, dtype=torch.int64, device=kp2d.device)), X
 
     @torch.no_grad()
     def start(self, kp2d: torch.Tensor, conf: torch.Tensor, state: StreamState,
-              rows: torch.Tensor | None = None) -> None:
+              rows: torch.Tensor | None = None, lift: bool = False) -> torch.Tensor | None:
         """Start streams in rows `rows` (default: all) of `state` at frame kp2d (B, J, 2):
-        their rows become `still_state` (in place); `step` then lifts the frame itself."""
+        their rows become `still_state` (in place), and `step` then lifts the frame itself;
+        with `lift` the start lifts it too (returns its X (B, J, 3), the same as that step, at
+        a fraction of the cost) and `step` goes on with the next frame."""
         rows = torch.arange(len(kp2d), device=kp2d.device) if rows is None else rows
-        state.put(rows, self._still(kp2d, conf))
+        st, X = self._still(kp2d, conf, lift)
+        state.put(rows, st)
+        return X
 
     @torch.inference_mode()  # less per-op overhead than no_grad: a step is ~300 small ops
     def step(self, kp2d: torch.Tensor, conf: torch.Tensor, state: StreamState,
@@ -470,16 +485,13 @@ class StreamingNRSfMFormer(nn.Module):
         h = self.norm(h)
         b = h @ self.head_B.weight.T  # (B, J, 3)
         pooled = b + (pool_ring * realf[..., None, None]).sum(dim=1)
-        B = pooled / (realf.sum(dim=1) + 1)[:, None, None] + self.head_B.bias
-        D = self.head_D(h)
-        R = rotation_6d(self.head_R(h.mean(dim=1)))  # (B, 3, 3)
-        B = B - B[:, ROOT:ROOT + 1]
-        D = D - D[:, ROOT:ROOT + 1]
+        X = self._skeleton(h, pooled / (realf.sum(dim=1) + 1)[:, None, None]
+                           + self.head_B.bias)[0]
         wr = wr_rows * M + wr_slot  # (K,) rows of the (B * M, ...) views of the per-frame rings
         state.ms.view(-1, 2).index_copy_(0, wr, kept(ms_frame))
         state.pool.view(-1, c.num_joints * 3).index_copy_(0, wr, kept(b).reshape(len(wr), -1))
         state.n.index_copy_(0, wr_rows, kept(n) + 1)
-        return (B + D) @ R.transpose(-1, -2)
+        return X
 
     @torch.no_grad()
     def lift_chunks(self, kp2d: torch.Tensor, conf: torch.Tensor,

@@ -201,6 +201,7 @@ class StepRunner:
         kp = np.full((1, J, 2), 100.0, np.float32)
         conf = np.ones((1, J), np.float32)
         self.start([self.scratch], kp, conf)
+        self.start([self.scratch], kp, conf, lift=True)
         self.catch_up(self.scratch, np.repeat(kp, 9, 0), np.repeat(conf, 9, 0))
         for b in (1, 2, 4, 8, 16, 32, 64):
             self._step(np.full(b, self.scratch), np.repeat(kp, b, 0), np.repeat(conf, b, 0))
@@ -219,14 +220,17 @@ class StepRunner:
         return self.scratch if self.backend == "eager" else min(self.sizes[-1], self.scratch)
 
     @torch.no_grad()
-    def start(self, slots, kp: np.ndarray, conf: np.ndarray) -> None:
+    def start(self, slots, kp: np.ndarray, conf: np.ndarray,
+              lift: bool = False) -> np.ndarray | None:
         """Rows `slots` (distinct) start streams at frames kp (n, J, 2), conf (n, J) (new
         streams, or re-primes), in one call: `StreamingNRSfMFormer.start`; each frame is then
-        stepped as usual."""
-        self.model.start(torch.from_numpy(np.ascontiguousarray(kp)).to(self.device),
-                         torch.from_numpy(np.ascontiguousarray(conf)).to(self.device),
-                         self.state, torch.as_tensor(np.asarray(slots, np.int64),
-                                                     device=self.device))
+        stepped as usual, or with `lift` lifted by the start itself -> (n, J, 3) metres."""
+        X = self.model.start(torch.from_numpy(np.ascontiguousarray(kp)).to(self.device),
+                             torch.from_numpy(np.ascontiguousarray(conf)).to(self.device),
+                             self.state, torch.as_tensor(np.asarray(slots, np.int64),
+                                                         device=self.device), lift)
+        return None if X is None else \
+            (metric_scale(X, self.height_mm) * 1e-3).float().cpu().numpy()
 
     @torch.no_grad()
     def step(self, slots: np.ndarray, kp: np.ndarray, conf: np.ndarray) -> np.ndarray:

@@ -572,14 +572,26 @@ class Server:
         for st, lo, hi in pending:
             if not st.primed or st.fed < lo - prime:
                 st.fed, st.primed = max(0, lo - prime, st.n - cap), True
-                starts.append((st.slot, st.fed % cap))
-            feeds.append([st, st.fed, lo, hi])
+                starts.append((st, st.fed, lo))
+                feeds.append([st, st.fed + 1, max(lo, st.fed + 1), hi])  # the start lifts st.fed
+            else:
+                feeds.append([st, st.fed, lo, hi])
             st.next_target, st.fed = hi + 1, hi + 1
-        if starts:  # all of the tick's new states in one call
-            s, i = (np.array(x) for x in zip(*starts))
-            self.runner.start(s, self.ring.kp[s, i], self.ring.conf[s, i])
+        if starts:  # all of the tick's new states in one call, which lifts their first frames
+            t1 = time.perf_counter()
+            owners = [st for st, _, _ in starts]
+            s = np.array([st.slot for st in owners])
+            f = np.array([fed for _, fed, _ in starts])
+            joints = self.runner.start(s, self.ring.kp[s, f % cap], self.ring.conf[s, f % cap],
+                                       lift=True)
+            out = f >= np.array([lo for _, _, lo in starts])  # a target, not a priming frame
+            if out.any():
+                self._emit([o for o, k in zip(owners, out) if k], s[out], f[out], joints[out])
+            self._cost.add(len(s), time.perf_counter() - t1)
         short = []
         for st, start, lo, hi in sorted(feeds, key=lambda f: f[0].slot):
+            if start > hi:  # its one frame was the start's
+                continue
             if hi - start + 1 <= CATCH_UP:
                 short.append((st, start, lo, hi))
                 continue
