@@ -164,8 +164,7 @@ def bench_serve(a, log=None) -> dict:
             raise UserError(f"a sender failed: {failed[0]}")
         stats = probe.request("stats", 10.0)["stats"]
         probe.close()
-        memory = _memory(server)
-        workers = getattr(server.runner, "workers", None)  # a streaming lifter's step threads
+        memory, workers = _memory(server), getattr(server.runner, "workers", None)
     busy = ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)) if ru0 else 0.0
     # cores the server process kept busy while streams were live (1.0 = one whole core)
     cpu = {"server_cpu_s": round(busy, 2), "server_cores_busy": round(busy / max(seconds, 1e-9), 3),

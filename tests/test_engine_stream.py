@@ -115,6 +115,35 @@ def test_state_steps_catches_up_and_reprimes_exactly():
     assert 140 - prime >= 150 - server.ring.capacity  # the priming frames were in the ring
 
 
+def test_a_stream_shed_beyond_catch_up_starts_afresh_at_its_target():
+    """Frames shed for latency: a few are stepped through (exact), but more than CATCH_UP
+    would cost what shedding saved, so the stream starts over at its first target, exactly
+    as a new stream starting there."""
+    model = tiny_stream(1)
+    kp = motion(120, 3)
+    want = offline(model, kp)
+    server = _server(model, backlog=64)
+    st = server.ring.open("a")
+    _tick(server, st, kp, 40)
+    st.shed = True  # as Server._shed marks a stream whose frames it dropped
+    near = _tick(server, st, kp, 50, next_target=40 + CATCH_UP - 2)
+    assert sorted(near) == list(range(40 + CATCH_UP - 2, 50)) and not st.shed
+    np.testing.assert_allclose(np.stack([near[f] for f in sorted(near)]),
+                               want[sorted(near)], atol=2e-5)
+    lo = 50 + CATCH_UP + 5
+    st.shed = True
+    far = _tick(server, st, kp, lo + 10, next_target=lo)
+    assert sorted(far) == list(range(lo, lo + 10)) and st.fed == lo + 10
+    fresh = offline(model, kp[lo:lo + 10])  # a stream that starts at frame lo
+    np.testing.assert_allclose(np.stack([far[f] for f in sorted(far)]), fresh, atol=2e-5)
+    assert not np.allclose(fresh, want[lo:lo + 10], atol=1e-3)  # which is not the exact state
+    st.shed = False  # not shed: the same gap is stepped through, exactly
+    lo2 = lo + 10 + CATCH_UP + 5
+    exact = _tick(server, st, kp, lo2 + 3, next_target=lo2)
+    ref = offline(model, kp[lo:lo2 + 3])[lo2 - lo:]  # the stream as restarted at lo
+    np.testing.assert_allclose(np.stack([exact[f] for f in sorted(exact)]), ref, atol=2e-5)
+
+
 def test_rounds_step_streams_with_different_backlogs_together():
     """Three streams with 1, 3 and CATCH_UP new frames in one tick: rounds of steps, each round
     one batch over the streams that still have a frame."""

@@ -457,15 +457,8 @@ class StreamingNRSfMFormer(nn.Module):
         real = age <= n[:, None]  # (B, M) slots that hold a frame of this stream
         slot = n % M  # (B,) where this frame goes
         realf = real.to(kp2d.dtype)
-        # every layer's attention bias by slot distance, -inf on empty slots, in one gather
-        bias = torch.stack([t.attn.bias for t in self.temporal])  # (depth, H, T)
-        bias_old = bias[:, :, age].masked_fill(~real, float("-inf"))  # (depth, H, B, M)
-        bias_old = bias_old.transpose(1, 2)[:, :, None]  # (depth, B, 1, H, M)
-        bias_new = bias[:, :, :1]  # (depth, H, 1)
-        # ring writes as one index_copy of Dh-long rows: k[i] viewed (B * J * H * M, Dh), the
-        # row of (row b, joint-head jh, slot) at (b * JH + jh) * M + slot
+        bias_old, bias_new = self._step_biases(age, real)
         Dh = c.dim // c.heads
-        JH = c.num_joints * c.heads
         if keep is None:
             def kept(t):
                 return t
@@ -473,8 +466,7 @@ class StreamingNRSfMFormer(nn.Module):
             def kept(t):  # the rows whose states advance
                 return t.index_select(0, keep)
         wr_rows, wr_slot = kept(rows), kept(slot)
-        wr = ((wr_rows[:, None] * JH + torch.arange(JH, device=rows.device)) * M
-              + wr_slot[:, None]).view(-1)  # (K * J * H,)
+        wr = self._kv_rows(wr_rows, wr_slot)
         x, ms_frame = _scale_terms(kp2d, conf)  # (B, J, 2), (B, 2)
         ms = ms_frame + (ms_ring * realf[..., None]).sum(dim=1)
         h = self._tokens(x / _scale(ms)[..., None, None], conf)  # (B, J, C)
@@ -492,6 +484,24 @@ class StreamingNRSfMFormer(nn.Module):
         state.pool.view(-1, c.num_joints * 3).index_copy_(0, wr, kept(b).reshape(len(wr), -1))
         state.n.index_copy_(0, wr_rows, kept(n) + 1)
         return X
+
+    def _step_biases(self, age: torch.Tensor, real: torch.Tensor):
+        """Every layer's attention bias by ring-slot distance `age` (B, M), -inf on slots that
+        hold no frame (`real` False), in one gather -> (depth, B, 1, H, M), and the bias at
+        distance 0 (depth, H, 1)."""
+        bias = torch.stack([t.attn.bias for t in self.temporal])  # (depth, H, T)
+        old = bias[:, :, age].masked_fill(~real, float("-inf"))  # (depth, H, B, M)
+        return old.transpose(1, 2)[:, :, None], bias[:, :, :1]
+
+    def _kv_rows(self, rows: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+        """Where a step writes its keys (and values) of state rows `rows` into ring slots
+        `slot` (K,): rows of k[i] viewed (B * J * H * M, Dh), the one of (row b, joint-head
+        jh, slot) at (b * JH + jh) * M + slot, so that a layer's write is one index_copy of
+        Dh-long rows -> (K * J * H,)."""
+        c = self.cfg
+        JH = c.num_joints * c.heads
+        return ((rows[:, None] * JH + torch.arange(JH, device=rows.device)) * (c.window - 1)
+                + slot[:, None]).view(-1)
 
     @torch.no_grad()
     def lift_chunks(self, kp2d: torch.Tensor, conf: torch.Tensor,

@@ -37,6 +37,7 @@ class StreamState:
     K: np.ndarray | None = None  # the stream's camera matrix, once it has sent one
     fed: int = 0  # a streaming lifter's state: frames before this one are in it
     primed: bool = False  # ... since it was cleared for this stream
+    shed: bool = False  # frames of it were shed in this tick (latency over budget)
 
 
 class RingStore:

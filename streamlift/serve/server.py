@@ -513,6 +513,7 @@ class Server:
             if k:
                 self._drop(p[0], k, shed=True)
                 p[1] += k
+                p[0].shed = True
             kept.append(p)
         return kept
 
@@ -570,24 +571,21 @@ class Server:
         self.ring.prepare()  # frames seen through their virtual cameras, before any is read
         feeds, starts = [], []  # [stream, first frame to feed, first target, last target]
         for st, lo, hi in pending:
-            if not st.primed or st.fed < lo - prime:
+            if st.shed and st.primed and lo - st.fed > CATCH_UP:
+                # over budget: feeding the shed frames would cost what shedding saved, so the
+                # stream starts afresh at its first target (as a new stream would)
+                st.fed = lo
+                starts.append((st, st.fed, lo))
+                feeds.append([st, st.fed + 1, lo + 1, hi])
+            elif not st.primed or st.fed < lo - prime:
                 st.fed, st.primed = max(0, lo - prime, st.n - cap), True
                 starts.append((st, st.fed, lo))
                 feeds.append([st, st.fed + 1, max(lo, st.fed + 1), hi])  # the start lifts st.fed
             else:
                 feeds.append([st, st.fed, lo, hi])
-            st.next_target, st.fed = hi + 1, hi + 1
-        if starts:  # all of the tick's new states in one call, which lifts their first frames
-            t1 = time.perf_counter()
-            owners = [st for st, _, _ in starts]
-            s = np.array([st.slot for st in owners])
-            f = np.array([fed for _, fed, _ in starts])
-            joints = self.runner.start(s, self.ring.kp[s, f % cap], self.ring.conf[s, f % cap],
-                                       lift=True)
-            out = f >= np.array([lo for _, _, lo in starts])  # a target, not a priming frame
-            if out.any():
-                self._emit([o for o, k in zip(owners, out) if k], s[out], f[out], joints[out])
-            self._cost.add(len(s), time.perf_counter() - t1)
+            st.next_target, st.fed, st.shed = hi + 1, hi + 1, False
+        if starts:
+            self._start_streams(starts)
         short = []
         for st, start, lo, hi in sorted(feeds, key=lambda f: f[0].slot):
             if start > hi:  # its one frame was the start's
@@ -614,6 +612,22 @@ class Server:
                 self._emit([f[0] for f, o in zip(live, out) if o], slots[out], frames[out],
                            joints[out])
             self._cost.add(len(live), time.perf_counter() - t1)
+
+    def _start_streams(self, starts: list[tuple]) -> None:
+        """All of a tick's new states ([stream, start frame, first target]) in one call, which
+        also lifts their start frames; those that are targets (not priming frames) are
+        published."""
+        t1 = time.perf_counter()
+        cap = self.ring.capacity
+        owners = [st for st, _, _ in starts]
+        s = np.array([st.slot for st in owners])
+        f = np.array([fed for _, fed, _ in starts])
+        joints = self.runner.start(s, self.ring.kp[s, f % cap], self.ring.conf[s, f % cap],
+                                   lift=True)
+        out = f >= np.array([lo for _, _, lo in starts])
+        if out.any():
+            self._emit([o for o, k in zip(owners, out) if k], s[out], f[out], joints[out])
+        self._cost.add(len(s), time.perf_counter() - t1)
 
     def _emit(self, owners: list, slots: np.ndarray, targets: np.ndarray,
               joints: np.ndarray) -> None:
