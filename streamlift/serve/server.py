@@ -531,6 +531,8 @@ class Server:
             self._lift_streaming(pending)
         else:
             self._lift_windows(pending)
+        for st, _, _ in pending:
+            st.shed = False  # the mark is per tick
         dt = 1e3 * (time.perf_counter() - t0)
         with self.stats.lock:
             self.stats.batches[int(sum(hi - lo + 1 for _, lo, hi in pending))] += 1  # msgpack: no numpy
@@ -565,25 +567,23 @@ class Server:
         (a skipped frame, --max-lag) first steps through the frames it missed; one that is new
         or too far behind starts its state afresh (`StreamingNRSfMFormer.start`) at its first
         frame, or `prime_frames` frames before the target, from the ring: the same estimate as
-        a stream that never stopped. Long runs of one stream go through
-        the chunk forward in one call."""
+        a stream that never stopped; one with more than CATCH_UP frames shed in this tick
+        starts afresh at its first target instead (feeding the shed frames would cost what
+        shedding saved). A start lifts its own frame. Long runs of one stream go through the
+        chunk forward in one call."""
         prime, cap = self.back, self.ring.capacity
         self.ring.prepare()  # frames seen through their virtual cameras, before any is read
         feeds, starts = [], []  # [stream, first frame to feed, first target, last target]
         for st, lo, hi in pending:
-            if st.shed and st.primed and lo - st.fed > CATCH_UP:
-                # over budget: feeding the shed frames would cost what shedding saved, so the
-                # stream starts afresh at its first target (as a new stream would)
-                st.fed = lo
-                starts.append((st, st.fed, lo))
-                feeds.append([st, st.fed + 1, lo + 1, hi])
-            elif not st.primed or st.fed < lo - prime:
-                st.fed, st.primed = max(0, lo - prime, st.n - cap), True
+            restart = st.shed and st.primed and lo - st.fed > CATCH_UP
+            if restart or not st.primed or st.fed < lo - prime:
+                st.fed = lo if restart else max(0, lo - prime, st.n - cap)
+                st.primed = True
                 starts.append((st, st.fed, lo))
                 feeds.append([st, st.fed + 1, max(lo, st.fed + 1), hi])  # the start lifts st.fed
             else:
                 feeds.append([st, st.fed, lo, hi])
-            st.next_target, st.fed, st.shed = hi + 1, hi + 1, False
+            st.next_target, st.fed = hi + 1, hi + 1
         if starts:
             self._start_streams(starts)
         short = []
