@@ -63,13 +63,16 @@ function packF32(rows) {
 const sleep = (ms) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 
 // A DEALER socket; every message is ONE ZeroMQ frame holding one msgpack map.
-// receiveTimeout makes receive() throw instead of waiting forever for a missing server.
-const sock = new Dealer({ linger: 1000, receiveTimeout: 3000, ...curve });
+// receiveTimeout/sendTimeout make receive()/send() throw instead of waiting forever for a
+// missing server.
+const sock = new Dealer({ linger: 1000, receiveTimeout: 3000, sendTimeout: 3000, ...curve });
 sock.connect(opt.to);
 
 // Is a server there? 'ping' is answered with 'pong' (valid frames are never answered).
-await sock.send(encode({ v: 1, type: "ping" }));
+// The send is inside the try: against a CurveZMQ server without the right keys the
+// handshake fails and the send itself can fail (EAGAIN), which also means "no server".
 try {
+  await sock.send(encode({ v: 1, type: "ping" }));
   const [reply] = await sock.receive();
   if (decode(reply).type !== "pong") throw new Error("unexpected reply");
 } catch (e) {
