@@ -81,8 +81,10 @@ def _stream_cases(shipped: NRSfMFormer, batches, device, repeats: int, peak: flo
                   log) -> list[Result]:
     """Per new frame: the shipped streaming lifter's `step` (state cached per stream) against a
     window recompute of the shipped windowed lifter and VideoPose3D (RF 27), side by side in one
-    run; on CUDA also the step replayed as a CUDA graph (`StepRunner`, the server's path)."""
+    run; the step as the server runs it too: on CPU its TorchScript graphs (`TracedStep`), on
+    CUDA replayed as a CUDA graph (`StepRunner`)."""
     from streamlift.lifter.model import metric_scale
+    from streamlift.lifter.traced import TracedStep
     from streamlift.serve.runner import StepRunner
 
     rows: list[Result] = []
@@ -99,6 +101,11 @@ def _stream_cases(shipped: NRSfMFormer, batches, device, repeats: int, peak: flo
 
         def step():
             return metric_scale(model.step(frame, fconf, state), 1700.0) * 1e-3
+
+        traced = TracedStep(model) if device.type == "cpu" else None
+
+        def traced_step():
+            return metric_scale(traced(frame, fconf, state), 1700.0) * 1e-3
 
         flops = count_flops(step)
         window_flops = count_flops(window_fn, kp, conf)
@@ -122,6 +129,15 @@ def _stream_cases(shipped: NRSfMFormer, batches, device, repeats: int, peak: flo
                         flops_vs_window_recompute=round(window_flops / flops, 1),
                         vs_videopose3d=round(t_peer.median / t_step.median, 2)))
         graph = ""
+        if traced is not None:
+            with torch.no_grad():
+                t_traced = measure(traced_step, device, repeats=repeats)
+            assert not traced.fallbacks, traced.fallbacks  # else this row would time eager
+            rows.append(row("streamlift stream step (traced)", t_traced, flops,
+                            vs_eager_step=round(t_step.median / t_traced.median, 2),
+                            vs_window_recompute=round(t_window.median / t_traced.median, 2),
+                            vs_videopose3d=round(t_peer.median / t_traced.median, 2)))
+            graph = f", traced {t_traced.median:.3f} ms"
         if device.type == "cuda":
             r = StepRunner(model, 1.7, B, device, "graphs", (B,))
             r.rows_in[:B].copy_(torch.arange(B, device=device))  # live rows, not the scratch row

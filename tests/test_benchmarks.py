@@ -67,3 +67,5 @@ def test_run_quick_writes_every_suite(tmp_path):
     # per new frame, the step does one frame's work: counted FLOPs, not timings
     step = [r for r in doc["results"] if r["provider"] == "streamlift stream step"]
     assert step and all(r["extra"]["flops_vs_window_recompute"] >= 20 for r in step)
+    traced = [r for r in doc["results"] if r["provider"] == "streamlift stream step (traced)"]
+    assert {r["sizes"]["batch"] for r in traced} == {r["sizes"]["batch"] for r in step}

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from streamlift.lifter.stream import StreamConfig, StreamingNRSfMFormer
+from streamlift.lifter.traced import TracedStep
 from streamlift.serve.clients import Producer, Subscriber
 from streamlift.serve.messages import EndIn, Ended, SkeletonBatch
 from streamlift.serve.server import CATCH_UP, Server, ServerConfig
@@ -223,10 +224,12 @@ def test_eager_steps_on_slices_dense_slices_and_gathers_agree(workers):
     """The CPU runner steps consecutive slots on a slice, a nearly full span as the whole slice
     with the idle slots not kept, a sparse set by gathering, and a large set in shares on
     `workers` threads: each slot's skeleton and state are its own one-slot steps', and idle
-    slots are left exactly as they were."""
+    slots are left exactly as they were. The runner steps through its traced graphs, the
+    reference through the eager step."""
     model = tiny_stream()
     runner = StepRunner(model, HEIGHT, 40, "cpu", "eager", workers=workers)
-    ref = StepRunner(model, HEIGHT, 40, "cpu", "eager")
+    ref = StepRunner(model, HEIGHT, 40, "cpu", "eager", trace=False)
+    assert isinstance(runner._step_fn, TracedStep) and ref._step_fn == model.step
     g = np.random.default_rng(5)
 
     def frames_for(n):
@@ -236,8 +239,8 @@ def test_eager_steps_on_slices_dense_slices_and_gathers_agree(workers):
     kp, conf = frames_for(40)
     for r in (runner, ref):
         r.start(np.arange(40), kp, conf)
-    calls = []  # (rows stepped, kept a subset) per model.step call
-    step = model.step
+    calls = []  # (rows stepped, kept a subset) per step call
+    step = runner._step_fn
 
     def spy(kp, conf, state, rows, keep=None):
         calls.append((len(kp), keep is not None))
@@ -248,9 +251,9 @@ def test_eager_steps_on_slices_dense_slices_and_gathers_agree(workers):
                   list(range(35, -1, -1)), [6]):
         kp, conf = frames_for(len(slots))
         before = [t.clone() for t in runner.state.tensors()]
-        model.step = spy
+        runner._step_fn = spy
         got = runner.step(np.array(slots), kp, conf)
-        model.step = step
+        runner._step_fn = step
         want = np.concatenate([ref.step(np.array([s]), kp[i:i + 1], conf[i:i + 1])
                                for i, s in enumerate(slots)])
         np.testing.assert_allclose(got, want, atol=1e-5)

@@ -10,6 +10,7 @@ from streamlift.errors import UserError
 from streamlift.lifter.model import (NRSfMFormer, LifterConfig, load_checkpoint, load_lifter,
                                      normalise_2d)
 from streamlift.lifter.onnx import export_onnx
+from streamlift.lifter.traced import TracedStep
 from streamlift.train.adapt import AdaptConfig, adapt
 from streamlift.lifter.stream import (StreamConfig, StreamingNRSfMFormer, load_streaming,
                                       save_streaming)
@@ -174,10 +175,13 @@ def test_rows_are_independent_and_clear_starts_over():
 
 
 @torch.no_grad()
-def test_step_on_rows_of_a_larger_state():
+@pytest.mark.parametrize("traced", [False, True])
+def test_step_on_rows_of_a_larger_state(traced):
     """The engine's path: streams live in rows of one state (one row per slot, a scratch row for
-    padding); a step on some rows is each stream's own step and leaves the other rows alone."""
+    padding); a step on some rows is each stream's own step and leaves the other rows alone.
+    The same through the CPU server's TorchScript graphs (`TracedStep`), every call form."""
     m = _model()
+    step = TracedStep(m) if traced else m.step
     kp, conf = _frames(3, 12)
     whole = m(kp, conf)[0].X  # (3, 12, J, 3) each stream on its own
     state = m.init_state(6)  # 5 slots + scratch row 5
@@ -190,23 +194,59 @@ def test_step_on_rows_of_a_larger_state():
         pad_kp = torch.cat([kp[:, t], torch.full((2, J, 2), 1e3)])  # padding: arbitrary frames
         pad_conf = torch.cat([conf[:, t], torch.ones(2, J)])
         if t == 6:  # a tick in two calls on different rows, in another order
-            a = m.step(kp[[2, 0], t], conf[[2, 0], t], state, torch.tensor([2, 4]))
-            b = m.step(kp[[1], t], conf[[1], t], state, slice(1, 2))  # consecutive rows: views
+            a = step(kp[[2, 0], t], conf[[2, 0], t], state, torch.tensor([2, 4]))
+            b = step(kp[[1], t], conf[[1], t], state, slice(1, 2))  # consecutive rows: views
             out.append(torch.stack([a[1], b[0], a[0]]))
             continue
         if t == 9:  # a slice of rows 0..4 of which only 1, 2, 4 advance (keep): 0 and 3 idle
             sl_kp = torch.full((5, J, 2), -5e2)
             sl_conf = torch.rand(5, J)
             sl_kp[[4, 1, 2]], sl_conf[[4, 1, 2]] = kp[:, t], conf[:, t]
-            x = m.step(sl_kp, sl_conf, state, slice(0, 5), keep=torch.tensor([1, 2, 4]))
+            x = step(sl_kp, sl_conf, state, slice(0, 5), keep=torch.tensor([1, 2, 4]))
             out.append(x[[4, 1, 2]])
             continue
-        out.append(m.step(pad_kp, pad_conf, state, rows)[:3])
+        out.append(step(pad_kp, pad_conf, state, rows)[:3])
     assert torch.allclose(torch.stack(out, 1), whole, atol=1e-5)
     assert state.n[[4, 1, 2]].tolist() == [4 + 12] * 3
     for a, b in zip(state.tensors(), before):  # rows 0 and 3 untouched
         assert torch.equal(a[:, [0, 3]] if a.dim() == 6 else a[[0, 3]],
                            b[:, [0, 3]] if b.dim() == 6 else b[[0, 3]])
+    if traced:  # the graphs ran: none fell back to eager
+        assert step.fallbacks == [] and sorted(step.graphs) == [(False, False), (False, True),
+                                                                (True, False)]
+        assert all(isinstance(g, torch.jit.ScriptModule) for g in step.graphs.values())
+        whole = m(kp, conf)[0].X[:, 0]  # the whole-state form: a fresh state of 3 streams
+        state = m.init_state(3)
+        m.start(kp[:, 0], conf[:, 0], state)
+        assert torch.allclose(step(kp[:, 0], conf[:, 0], state), whole, atol=1e-5)
+        assert step.fallbacks == [] and step.graphs[(False, False)] is not None
+
+
+def test_a_traced_graph_that_differs_from_the_eager_step_is_not_used(monkeypatch):
+    """TracedStep checks each graph against the eager step before using it: one that is off
+    (here by 1e-3 in X, as a trace that baked a shape or a branch would be) runs eagerly."""
+    import streamlift.lifter.traced as traced
+
+    class Off(torch.nn.Module):
+        def __init__(self, graph):
+            super().__init__()
+            self.graph = graph
+
+        def forward(self, *args):
+            return self.graph(*args) + 1e-3
+
+    freeze = torch.jit.freeze
+    monkeypatch.setattr(traced.torch.jit, "freeze", lambda g: Off(freeze(g)))
+    m = _model()
+    step = TracedStep(m)
+    kp, conf = _frames(2, 3)
+    state, ref = m.init_state(2), m.init_state(2)
+    for s in (state, ref):
+        m.start(kp[:, 0], conf[:, 0], s)
+    for t in range(3):
+        assert torch.equal(step(kp[:, t], conf[:, t], state), m.step(kp[:, t], conf[:, t], ref))
+    assert step.graphs == {(False, False): None}
+    assert len(step.fallbacks) == 1 and "differs from eager by 0.001" in step.fallbacks[0]
 
 
 def test_from_windowed_and_checkpoints(tmp_path):

@@ -442,9 +442,10 @@ class StreamingNRSfMFormer(nn.Module):
         meaningless."""
         c = self.cfg
         M = c.window - 1
-        if rows is None:
-            rows = slice(0, len(kp2d))
-        if isinstance(rows, slice):  # consecutive rows: read the rings in place
+        if rows is None:  # the whole state (sizes from tensors: a trace keeps them dynamic)
+            k, v, ms_ring, pool_ring, n = state.tensors()
+            rows = torch.arange(kp2d.shape[0], device=kp2d.device)
+        elif isinstance(rows, slice):  # consecutive rows: read the rings in place
             k, v, ms_ring, pool_ring, n = state.k[:, rows], state.v[:, rows], \
                 state.ms[rows], state.pool[rows], state.n[rows]
             rows = torch.arange(rows.start or 0, rows.stop, device=kp2d.device)
@@ -481,7 +482,7 @@ class StreamingNRSfMFormer(nn.Module):
                            + self.head_B.bias)[0]
         wr = wr_rows * M + wr_slot  # (K,) rows of the (B * M, ...) views of the per-frame rings
         state.ms.view(-1, 2).index_copy_(0, wr, kept(ms_frame))
-        state.pool.view(-1, c.num_joints * 3).index_copy_(0, wr, kept(b).reshape(len(wr), -1))
+        state.pool.view(-1, c.num_joints * 3).index_copy_(0, wr, kept(b).flatten(1))
         state.n.index_copy_(0, wr_rows, kept(n) + 1)
         return X
 
