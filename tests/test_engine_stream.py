@@ -230,6 +230,9 @@ def test_eager_steps_on_slices_dense_slices_and_gathers_agree(workers):
     runner = StepRunner(model, HEIGHT, 40, "cpu", "eager", workers=workers)
     ref = StepRunner(model, HEIGHT, 40, "cpu", "eager", trace=False)
     assert isinstance(runner._step_fn, TracedStep) and ref._step_fn == model.step
+    # every form the runner uses is traced up front (not mid-tick, not on two threads at once)
+    assert runner._step_fn.fallbacks == [] and all(runner._step_fn.graphs.values()) and \
+        sorted(runner._step_fn.graphs) == [(False, False), (False, True), (True, False)]
     g = np.random.default_rng(5)
 
     def frames_for(n):

@@ -59,6 +59,14 @@ class TracedStep:
         self.graphs: dict[tuple[bool, bool], torch.jit.ScriptModule | None] = {}
         self.fallbacks: list[str] = []  # why a form runs eagerly, if one does
 
+    def prepare(self, forms=((False, False), (False, True), (True, False))) -> "TracedStep":
+        """Trace these call forms now ((gathered rows, keep); default: the CPU runner's), so
+        that no step traces (~0.3 s) while serving, or in two threads at once."""
+        for form in forms:
+            if form not in self.graphs:
+                self.graphs[form] = self._trace(*form)
+        return self
+
     def __call__(self, kp2d: torch.Tensor, conf: torch.Tensor, state: StreamState,
                  rows: torch.Tensor | slice | None = None,
                  keep: torch.Tensor | None = None) -> torch.Tensor:

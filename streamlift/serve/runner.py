@@ -164,7 +164,7 @@ class StepRunner:
                  trace: bool = True):
         self.model, self.device, self.backend = model, torch.device(device), backend
         # eager on CPU: the step as TorchScript graphs (half the time at batch 1)
-        self._step_fn = TracedStep(model) if trace and backend == "eager" and \
+        self._step_fn = TracedStep(model).prepare() if trace and backend == "eager" and \
             self.device.type == "cpu" else model.step
         self.workers = workers  # eager: threads a large step is split over
         self._pool = ThreadPoolExecutor(workers - 1, thread_name_prefix="streamlift-step") \
