@@ -196,7 +196,7 @@ class Renderer:
                 q = _pts(centre + self.px_per_mm * np.stack([P @ sr, P @ sd], -1))
                 cv2.line(img, tuple(q[0]), tuple(q[1]), GRID, 1, cv2.LINE_AA)
 
-    def _skeleton(self, img, X, basis, centre, colour=None, thick=None) -> None:
+    def _skeleton(self, img, X, basis, centre, colour=None, thick=None, crisp=False) -> None:
         import cv2
 
         sr, sd, d = basis
@@ -205,7 +205,8 @@ class Renderer:
         bones = sorted(H36M17.bones, key=lambda pc: -(depth[pc[0]] + depth[pc[1]]))  # far first
         t = self.thick if thick is None else thick
         for a, b in bones:
-            cv2.line(img, tuple(p[a]), tuple(p[b]), colour or bone_colour(b), t, cv2.LINE_AA)
+            cv2.line(img, tuple(p[a]), tuple(p[b]), colour or bone_colour(b), t,
+                     cv2.LINE_8 if crisp else cv2.LINE_AA)
         if colour is None:
             for j in np.argsort(-depth):
                 cv2.circle(img, tuple(p[j]), self.radius, SIDE_COLOUR[H36M17.side(j)], -1,
@@ -221,9 +222,9 @@ class Renderer:
         centre = np.array([S / 2, S / 2])
         if k > 0:  # the camera view sees the floor nearly edge-on: a grid there is clutter
             self._grid(img, basis, floor, centre)
-        if gt is not None:
-            self._skeleton(img, gt - gt[0], basis, centre, GT, max(2, self.thick - 1))
         self._skeleton(img, pred, basis, centre)
+        if gt is not None:  # thin and crisp, on top: a close estimate would hide it underneath
+            self._skeleton(img, gt - gt[0], basis, centre, GT, max(1, self.thick // 3), True)
         label = f"3D: {name}"
         if k == 1:
             label += {"side": " (camera on the left)", "top": " (camera at the bottom)"}[
