@@ -77,15 +77,35 @@ def run(device: torch.device, quick: bool, log=print) -> list[Result]:
     return rows
 
 
+def _served_step(model, frame, fconf, state, device, repeats: int):
+    """The step as the server runs it, timed: on CPU its TorchScript graphs (`TracedStep`), on
+    CUDA replayed as a CUDA graph (`StepRunner`) -> (provider, timing)."""
+    from streamlift.lifter.model import metric_scale
+    from streamlift.lifter.traced import TracedStep
+    from streamlift.serve.runner import StepRunner
+
+    B = len(frame)
+    if device.type == "cuda":
+        r = StepRunner(model, 1.7, B, device, "graphs", (B,))
+        r.rows_in[:B].copy_(torch.arange(B, device=device))  # live rows, not the scratch row
+        r.kp_in[:B].copy_(frame)
+        r.conf_in[:B].copy_(fconf)
+        return "streamlift stream step (cuda graph)", measure(r.replays[B].replay, device,
+                                                                repeats=repeats)
+    traced = TracedStep(model).prepare(((False, False),))
+    assert not traced.fallbacks, traced.fallbacks  # else this row would time eager
+    with torch.no_grad():
+        t = measure(lambda: metric_scale(traced(frame, fconf, state), 1700.0) * 1e-3, device,
+                    repeats=repeats)
+    return "streamlift stream step (traced)", t
+
+
 def _stream_cases(shipped: NRSfMFormer, batches, device, repeats: int, peak: float,
                   log) -> list[Result]:
     """Per new frame: the shipped streaming lifter's `step` (state cached per stream) against a
     window recompute of the shipped windowed lifter and VideoPose3D (RF 27), side by side in one
-    run; the step as the server runs it too: on CPU its TorchScript graphs (`TracedStep`), on
-    CUDA replayed as a CUDA graph (`StepRunner`)."""
+    run; and the step as the server runs it (`_served_step`)."""
     from streamlift.lifter.model import metric_scale
-    from streamlift.lifter.traced import TracedStep
-    from streamlift.serve.runner import StepRunner
 
     rows: list[Result] = []
     T, J = shipped.cfg.window, shipped.cfg.num_joints
@@ -102,11 +122,6 @@ def _stream_cases(shipped: NRSfMFormer, batches, device, repeats: int, peak: flo
         def step():
             return metric_scale(model.step(frame, fconf, state), 1700.0) * 1e-3
 
-        traced = TracedStep(model) if device.type == "cpu" else None
-
-        def traced_step():
-            return metric_scale(traced(frame, fconf, state), 1700.0) * 1e-3
-
         flops = count_flops(step)
         window_flops = count_flops(window_fn, kp, conf)
         peer_flops = count_flops(peer, kp)
@@ -114,6 +129,7 @@ def _stream_cases(shipped: NRSfMFormer, batches, device, repeats: int, peak: flo
             t_step = measure(step, device, repeats=repeats)
             t_window = measure(lambda: window_fn(kp, conf), device, repeats=repeats)
             t_peer = measure(lambda: peer(kp), device, repeats=repeats)
+        served, t_served = _served_step(model, frame, fconf, state, device, repeats)
         sizes = {"batch": B, "window": T, "joints": J}
 
         def row(provider, t, fl, **extra):
@@ -128,30 +144,16 @@ def _stream_cases(shipped: NRSfMFormer, batches, device, repeats: int, peak: flo
                         vs_window_recompute=round(t_window.median / t_step.median, 2),
                         flops_vs_window_recompute=round(window_flops / flops, 1),
                         vs_videopose3d=round(t_peer.median / t_step.median, 2)))
-        graph = ""
-        if traced is not None:
-            with torch.no_grad():
-                t_traced = measure(traced_step, device, repeats=repeats)
-            assert not traced.fallbacks, traced.fallbacks  # else this row would time eager
-            rows.append(row("streamlift stream step (traced)", t_traced, flops,
-                            vs_eager_step=round(t_step.median / t_traced.median, 2),
-                            vs_window_recompute=round(t_window.median / t_traced.median, 2),
-                            vs_videopose3d=round(t_peer.median / t_traced.median, 2)))
-            graph = f", traced {t_traced.median:.3f} ms"
-        if device.type == "cuda":
-            r = StepRunner(model, 1.7, B, device, "graphs", (B,))
-            r.rows_in[:B].copy_(torch.arange(B, device=device))  # live rows, not the scratch row
-            r.kp_in[:B].copy_(frame)
-            r.conf_in[:B].copy_(fconf)
-            t_graph = measure(r.replays[B].replay, device, repeats=repeats)
-            rows.append(row("streamlift stream step (cuda graph)", t_graph, flops,
-                            vs_eager_step=round(t_step.median / t_graph.median, 2)))
-            graph = f", as a CUDA graph {t_graph.median:.3f} ms"
+        rows.append(row(served, t_served, flops,
+                        vs_eager_step=round(t_step.median / t_served.median, 2),
+                        vs_window_recompute=round(t_window.median / t_served.median, 2),
+                        vs_videopose3d=round(t_peer.median / t_served.median, 2)))
         rows.append(row("streamlift window recompute", t_window, window_flops))
         rows.append(row(f"videopose3d rf{T}", t_peer, peer_flops))
-        log(f"  per new frame B={B}: step {t_step.median:.3f} ms{graph}, window recompute "
-            f"{t_window.median:.3f} ms ({t_window.median / t_step.median:.1f}x), videopose3d "
-            f"{t_peer.median:.3f} ms; FLOPs window/step {window_flops / flops:.1f}x")
+        log(f"  per new frame B={B}: step {t_step.median:.3f} ms, {served.split('(')[1][:-1]} "
+            f"{t_served.median:.3f} ms, window recompute {t_window.median:.3f} ms "
+            f"({t_window.median / t_step.median:.1f}x), videopose3d {t_peer.median:.3f} ms; "
+            f"FLOPs window/step {window_flops / flops:.1f}x")
     return rows
 
 
