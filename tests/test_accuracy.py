@@ -7,7 +7,7 @@ The views are those of `streamlift data views` with its defaults (4 cameras per 
 exact 2D, pelvis at the hip centre), scored as `streamlift eval` scores them (the default
 shipped weights: the streaming lifter, causal, every frame, through the virtual camera); to
 stay near 20 s on 2 shared cores, only camera 0 of two clips (one per action group of the
-sample, 1,200 frames). Today's figures (mm), measured on 2026-12-02 with
+sample, 1,200 frames). Today's figures (mm), measured on 2026-12-03 with
 
     streamlift data views --out sample.npz
     python -c "import torch; from streamlift.data import load_views; \
@@ -16,13 +16,14 @@ sample, 1,200 frames). Today's figures (mm), measured on 2026-12-02 with
         ['indian_15.cam0', 'salsa_01.cam0']), progress=False))"
 
     view              MPJPE  N-MPJPE  PA-MPJPE   (windowed lifter, --weights windowed)
-    indian_15.cam0    120.8    119.4      96.1    122.3  120.8  97.0
-    salsa_01.cam0      48.3     48.2      40.2     48.2   48.1  40.0
-    both (asserted)    84.5     83.8      68.2     85.3   84.4  68.5
+    indian_15.cam0    103.8    103.3      86.2    104.2  103.6  86.3
+    salsa_01.cam0      46.1     46.5      38.8     45.6   46.1  38.4
+    both (asserted)    74.9     74.9      62.5     74.9   74.8  62.4
 
-The ceilings were 89.0 / 88.5 / 68.6 before, for the windowed lifter on views with each
-file's own pelvis. A retrained lifter that ships must stay under these ceilings, or lower them
-here with its own figures.
+The ceilings were 89.0 / 88.5 / 68.6 for the windowed lifter as first shipped on views with
+each file's own pelvis, then 84.5 / 83.8 / 68.2 for the streaming lifter of 2026-12-02, before
+the 2026-12-03 adaptation (model card). A retrained lifter that ships must stay under these
+ceilings, or lower them here with its own figures.
 """
 
 import pytest
@@ -34,7 +35,7 @@ from streamlift.lifter.model import load_lifter
 from streamlift.paths import SAMPLE_MOCAP
 
 VIEWS = ("indian_15.cam0", "salsa_01.cam0")
-TODAY = {"mpjpe": 84.54, "n_mpjpe": 83.77, "pa_mpjpe": 68.15}  # mm, the table above
+TODAY = {"mpjpe": 74.94, "n_mpjpe": 74.90, "pa_mpjpe": 62.49}  # mm, the table above
 MARGIN = 2.5  # mm
 
 
