@@ -85,6 +85,10 @@ class StreamState:
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return self.k, self.v, self.ms, self.pool, self.n
 
+    def view(self, sl: slice) -> "StreamState":
+        """The states of consecutive rows `sl`, as views (writes reach this state)."""
+        return StreamState(self.k[:, sl], self.v[:, sl], self.ms[sl], self.pool[sl], self.n[sl])
+
     def rows(self, idx: torch.Tensor) -> "StreamState":
         """The states of rows `idx` (copies)."""
         return StreamState(self.k[:, idx], self.v[:, idx], self.ms[idx], self.pool[idx],
@@ -446,8 +450,7 @@ class StreamingNRSfMFormer(nn.Module):
             k, v, ms_ring, pool_ring, n = state.tensors()
             rows = torch.arange(kp2d.shape[0], device=kp2d.device)
         elif isinstance(rows, slice):  # consecutive rows: read the rings in place
-            k, v, ms_ring, pool_ring, n = state.k[:, rows], state.v[:, rows], \
-                state.ms[rows], state.pool[rows], state.n[rows]
+            k, v, ms_ring, pool_ring, n = state.view(rows).tensors()
             rows = torch.arange(rows.start or 0, rows.stop, device=kp2d.device)
         else:  # gathered copies of the rows' rings (attention reads them all anyway);
             # index_select copies whole rows, 2x faster than advanced indexing on CPU

@@ -25,28 +25,17 @@ from streamlift.lifter.stream import StreamState, StreamingNRSfMFormer
 TOL = 1e-5  # a traced graph must reproduce the eager step to this (X and every state tensor)
 
 
-class _Whole(nn.Module):
-    """step on a whole state (or views of a slice of consecutive rows of a larger one)."""
+class _Form(nn.Module):
+    """step in one call form: on gathered `rows` of a larger state or on a whole state (or a
+    slice's views of one; `rows` unused), with or without `keep`."""
 
-    def __init__(self, model: StreamingNRSfMFormer, keep: bool):
+    def __init__(self, model: StreamingNRSfMFormer, gathered: bool, keep: bool):
         super().__init__()
-        self.model, self.keep = model, keep
-
-    def forward(self, kp, conf, k, v, ms, pool, n, keep):
-        return self.model.step(kp, conf, StreamState(k, v, ms, pool, n), None,
-                               keep if self.keep else None)
-
-
-class _Rows(nn.Module):
-    """step on gathered rows `rows` of a larger state."""
-
-    def __init__(self, model: StreamingNRSfMFormer, keep: bool):
-        super().__init__()
-        self.model, self.keep = model, keep
+        self.model, self.gathered, self.keep = model, gathered, keep
 
     def forward(self, kp, conf, k, v, ms, pool, n, rows, keep):
-        return self.model.step(kp, conf, StreamState(k, v, ms, pool, n), rows,
-                               keep if self.keep else None)
+        return self.model.step(kp, conf, StreamState(k, v, ms, pool, n),
+                               rows if self.gathered else None, keep if self.keep else None)
 
 
 class TracedStep:
@@ -71,19 +60,17 @@ class TracedStep:
                  rows: torch.Tensor | slice | None = None,
                  keep: torch.Tensor | None = None) -> torch.Tensor:
         if isinstance(rows, slice):  # views of consecutive rows: a whole state to the graph
-            state = StreamState(state.k[:, rows], state.v[:, rows], state.ms[rows],
-                                state.pool[rows], state.n[rows])
-            rows = None
+            state, rows = state.view(rows), None
         form = (rows is not None, keep is not None)
         if form not in self.graphs:
             self.graphs[form] = self._trace(*form)
         g = self.graphs[form]
         if g is None:
             return self.model.step(kp2d, conf, state, rows, keep)
-        args = [kp2d, conf, *state.tensors()] + ([rows] if form[0] else [])
-        dummy = keep if keep is not None else state.n[:0]  # unused by the keep-less graphs
+        unused = state.n[:0]  # for the graphs that take no rows / keep
         with torch.inference_mode():
-            return g(*args, dummy)
+            return g(kp2d, conf, *state.tensors(), unused if rows is None else rows,
+                     unused if keep is None else keep)
 
     def _trace(self, gathered: bool, keep: bool):
         """The graph of one call form, traced on a random state of 5 rows and checked against
@@ -106,10 +93,10 @@ class TracedStep:
             return st, kp, cf, rows if gathered else None, keep_ if keep else None
 
         def args(st, kp, cf, rows, keep_):
-            return [kp, cf, *st.tensors()] + ([rows] if gathered else []) + \
-                [keep_ if keep_ is not None else st.n[:0]]
+            return [kp, cf, *st.tensors(), rows if gathered else st.n[:0],
+                    keep_ if keep_ is not None else st.n[:0]]
 
-        module = (_Rows if gathered else _Whole)(self.model, keep).eval()
+        module = _Form(self.model, gathered, keep).eval()
         try:
             st, kp, cf, rows, keep_ = case(5, 5 if not gathered else 3, 0)
             with warnings.catch_warnings(), torch.inference_mode():
