@@ -73,12 +73,17 @@ class AdaptConfig:
         "held-out reprojection may get in weights that are kept"})
     seed: int = field(default=0, metadata={"type": "int", "help": "random seed"})
     weights: dict = field(default_factory=lambda: dict(ADAPT_WEIGHTS))
-    # what train.sampler.draw_batch reads: mirrored windows, a little i.i.d. 2D noise (the
-    # user's 2D is already a detector's), targets uniform over frames, perspective reprojection
+    # what train.sampler.draw_batch reads: mirrored windows, 2D noise, targets uniform over
+    # frames, perspective reprojection
+    noise_px: float = field(default=1.0, metadata={
+        "type": "non_negative", "help": "each window's 2D gets i.i.d. noise of std ~ U(0, this) "
+        "px; 1 px for a user's 2D, which is already a detector's; `train` draws up to 3 px, "
+        "which adapting on exact (synthetic) 2D needs to stay robust to noise"})
+    detector: bool = field(default=False, metadata={
+        "help": "noise the 2D with the detector model (per-joint noise, swaps, missed joints, "
+        "confidences) instead of i.i.d. noise"})
     flip_prob: float = 0.5
-    noise_px: float = 1.0
     balance: str = "frames"
-    detector: bool = False
     perspective: bool = True
     warmup_steps: int = 20
 
