@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -37,16 +38,19 @@ def draw_chunks(sampler: WindowSampler, n: int, L: int, g: torch.Generator) -> t
     return sampler.kp[idx]
 
 
-def teacher_targets(teacher, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The teacher's X (n, L, J, 3) and scale (n, L) for every frame of chunks w (n, L, J, 3),
-    each frame the target of its causal window inside its chunk."""
+def teacher_targets(teacher, w: torch.Tensor,
+                    lookahead: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's X (n, L, J, 3) and scale (n, L) for every frame t of chunks w (n, L, J, 3)
+    from its causal window inside its chunk: X of the window's last frame, or with a lookahead
+    of frame t - lookahead (the window's frames after it are what a student with that lookahead
+    has seen); the scale of the window (the student's scale at frame t is of the same frames)."""
     n, L = w.shape[:2]
     T = teacher.cfg.window
     idx = (torch.arange(L)[:, None] + torch.from_numpy(window_offsets(T, "causal"))).clamp(0)
     win = w[:, idx].reshape(n * L, T, *w.shape[2:])  # (n L, T, J, 3)
     with torch.no_grad():
         o = teacher(win[..., :2], win[..., 2])
-    return o.X[:, -1].view(n, L, -1, 3), o.scale.view(n, L)
+    return o.X[:, T - 1 - lookahead].view(n, L, -1, 3), o.scale.view(n, L)
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -67,6 +71,9 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--init", default=None,
                     help="start from this streaming lifter (e.g. an earlier distillation) instead "
                          "of the teacher's weights")
+    ap.add_argument("--lookahead", type=int, default=0,
+                    help="frames the student sees after the frame it lifts (a new run's; a "
+                         "resumed one keeps its own)")
     return ap.parse_args(argv)
 
 
@@ -91,6 +98,10 @@ def main(argv=None) -> None:
         student, train, init = load_streaming(a.init)[0], None, a.init
     else:
         student, train, init = StreamingNRSfMFormer.from_windowed(teacher), None, None
+    if train is None:  # the same weights lift frame t - L from the step that takes frame t
+        student.cfg = replace(student.cfg, lookahead=a.lookahead)
+    if student.cfg.lookahead >= a.chunk:
+        raise SystemExit("--chunk must be longer than the lookahead")
     student.train()
     opt = torch.optim.AdamW(student.parameters(), lr=a.lr, weight_decay=1e-4)
     g = torch.Generator().manual_seed(a.seed + step)
@@ -103,7 +114,7 @@ def main(argv=None) -> None:
         w[flip] = flip_2d(w[flip])
         sigma = torch.rand(a.batch, 1, 1, 1, generator=g) * a.noise_px
         w[..., :2] += sigma * torch.randn(w[..., :2].shape, generator=g)
-        Xt, st = teacher_targets(teacher, w)
+        Xt, st = teacher_targets(teacher, w, student.cfg.lookahead)
         for p in opt.param_groups:  # cosine to 10 %
             p["lr"] = a.lr * (0.55 + 0.45 * torch.cos(torch.tensor(step / a.steps * 3.14159)).item())
         o, _ = student(w[..., :2], w[..., 2])
@@ -121,7 +132,7 @@ def main(argv=None) -> None:
             losses = []
             save_streaming(out, student, {"distilled_from": str(tpath), "steps": step,
                                           "data": a.data, "chunk": a.chunk, "lr": a.lr,
-                                          "init": init},
+                                          "init": init, "lookahead": student.cfg.lookahead},
                            train={"step": step, "opt": opt.state_dict()})
 
 

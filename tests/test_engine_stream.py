@@ -18,9 +18,10 @@ from test_engine_server import (HEIGHT, collect, frames, handshake, motion, offl
                                 run_compute, serve)
 
 
-def tiny_stream(seed=0) -> StreamingNRSfMFormer:
+def tiny_stream(seed=0, lookahead=0) -> StreamingNRSfMFormer:
     torch.manual_seed(seed)
-    m = StreamingNRSfMFormer(StreamConfig(dim=32, depth=1, heads=2, window=9)).eval()
+    m = StreamingNRSfMFormer(StreamConfig(dim=32, depth=1, heads=2, window=9,
+                                          lookahead=lookahead)).eval()
     with torch.no_grad():  # distance biases and deformations that matter, as trained ones do
         for blk in m.temporal:
             blk.attn.bias.normal_(0, 1.0)
@@ -29,12 +30,14 @@ def tiny_stream(seed=0) -> StreamingNRSfMFormer:
     return m
 
 
-@pytest.mark.parametrize("backend,sizes", [("eager", None), ("standin", (1, 2, 4))])
-def test_live_streams_equal_offline_streaming_inference(backend, sizes):
+@pytest.mark.parametrize("backend,sizes,lookahead", [("eager", None, 0), ("standin", (1, 2, 4), 0),
+                                                    ("eager", None, 3)])
+def test_live_streams_equal_offline_streaming_inference(backend, sizes, lookahead):
     """Streams of different lengths, interleaved, some ending while others run: every frame
     published equals the offline chunk forward; 'standin' pads steps to a ladder whose largest
-    size is below the stream count (several calls per round, padding into the scratch row)."""
-    model = tiny_stream()
+    size is below the stream count (several calls per round, padding into the scratch row);
+    with a lookahead, a stream's last frames are published when it ends, as offline pads."""
+    model = tiny_stream(lookahead=lookahead)
     seqs = {f"s{i}": motion(4 + 9 * i, i) for i in range(7)}
     kw = {"backend": backend} | ({"sizes": sizes} if sizes else {})
     with serve(model, **kw) as server:
@@ -87,12 +90,14 @@ def _tick(server, st, kp, upto, next_target=None):
     return out
 
 
-def test_state_steps_catches_up_and_reprimes_exactly():
+@pytest.mark.parametrize("a", [0, 3])
+def test_state_steps_catches_up_and_reprimes_exactly(a):
     """One stream's state through every path of a tick: a long first run (chunk forward), one
     new frame (a step), skipped targets within the priming span (steps through the skipped
     frames without publishing them), a gap beyond it (cleared and re-primed from the ring);
-    each published frame equals the uninterrupted stream's."""
-    model = tiny_stream(1)
+    each published frame equals the uninterrupted stream's. With a lookahead of `a` frames,
+    target t is lifted by the step of frame t + a, so every tick has `a` frames more."""
+    model = tiny_stream(1, lookahead=a)
     prime = model.prime_frames()  # 24 for depth 1, window 9
     kp = motion(200, 3)
     want = offline(model, kp)
@@ -101,47 +106,49 @@ def test_state_steps_catches_up_and_reprimes_exactly():
     steps = []
     real_step = server.runner.step
     server.runner.step = lambda slots, k, c: steps.append(len(slots)) or real_step(slots, k, c)
-    got = _tick(server, st, kp, 40)  # 40 > CATCH_UP frames: one chunk forward
+    got = _tick(server, st, kp, 40 + a)  # 40 > CATCH_UP frames: one chunk forward
     assert sorted(got) == list(range(40)) and steps == []
-    got |= _tick(server, st, kp, 41)  # one step
+    got |= _tick(server, st, kp, 41 + a)  # one step
     assert steps == [1]
-    shed = _tick(server, st, kp, 46, next_target=44)  # 41..43 skipped: stepped, not published
+    shed = _tick(server, st, kp, 46 + a, next_target=44)  # 41..43 skipped: stepped, not published
     assert sorted(shed) == [44, 45] and len(steps) == 1 + 5
     got |= shed
-    far = _tick(server, st, kp, 150, next_target=140)  # gap > prime: re-primed from frame 116
-    assert sorted(far) == list(range(140, 150)) and st.fed == 150
+    far = _tick(server, st, kp, 150 + a, next_target=140)  # gap > prime: re-primed from 116 + a
+    assert sorted(far) == list(range(140, 150)) and st.fed == 150 + a
     got |= far
     frames_ = sorted(got)
     np.testing.assert_allclose(np.stack([got[f] for f in frames_]), want[frames_], atol=2e-5)
-    assert 140 - prime >= 150 - server.ring.capacity  # the priming frames were in the ring
+    assert 140 + a - prime >= 150 + a - server.ring.capacity  # the priming frames were in the ring
 
 
-def test_a_stream_shed_beyond_catch_up_starts_afresh_at_its_target():
+@pytest.mark.parametrize("a", [0, 3])
+def test_a_stream_shed_beyond_catch_up_starts_afresh_at_its_target(a):
     """Frames shed for latency: a few are stepped through (exact), but more than CATCH_UP
     would cost what shedding saved, so the stream starts over at its first target, exactly
-    as a new stream starting there."""
-    model = tiny_stream(1)
+    as a new stream starting there (with a lookahead of `a`: stepped on to frame target + a
+    before the target is published)."""
+    model = tiny_stream(1, lookahead=a)
     kp = motion(120, 3)
     want = offline(model, kp)
     server = _server(model, backlog=64)
     st = server.ring.open("a")
-    _tick(server, st, kp, 40)
+    _tick(server, st, kp, 40 + a)
     st.shed = True  # as Server._shed marks a stream whose frames it dropped
-    near = _tick(server, st, kp, 50, next_target=40 + CATCH_UP - 2)
+    near = _tick(server, st, kp, 50 + a, next_target=40 + CATCH_UP - 2)
     assert sorted(near) == list(range(40 + CATCH_UP - 2, 50)) and not st.shed
     np.testing.assert_allclose(np.stack([near[f] for f in sorted(near)]),
                                want[sorted(near)], atol=2e-5)
     lo = 50 + CATCH_UP + 5
     st.shed = True
-    far = _tick(server, st, kp, lo + 10, next_target=lo)
-    assert sorted(far) == list(range(lo, lo + 10)) and st.fed == lo + 10
-    fresh = offline(model, kp[lo:lo + 10])  # a stream that starts at frame lo
+    far = _tick(server, st, kp, lo + 10 + a, next_target=lo)
+    assert sorted(far) == list(range(lo, lo + 10)) and st.fed == lo + 10 + a
+    fresh = offline(model, kp[lo:lo + 10 + a])[:10]  # a stream that starts at frame lo
     np.testing.assert_allclose(np.stack([far[f] for f in sorted(far)]), fresh, atol=2e-5)
     assert not np.allclose(fresh, want[lo:lo + 10], atol=1e-3)  # which is not the exact state
     st.shed = False  # not shed: the same gap is stepped through, exactly
     lo2 = lo + 10 + CATCH_UP + 5
-    exact = _tick(server, st, kp, lo2 + 3, next_target=lo2)
-    ref = offline(model, kp[lo:lo2 + 3])[lo2 - lo:]  # the stream as restarted at lo
+    exact = _tick(server, st, kp, lo2 + 3 + a, next_target=lo2)
+    ref = offline(model, kp[lo:lo2 + 3 + a])[lo2 - lo:lo2 - lo + 3]  # the stream as restarted at lo
     np.testing.assert_allclose(np.stack([exact[f] for f in sorted(exact)]), ref, atol=2e-5)
 
 

@@ -66,6 +66,32 @@ def test_chunks_and_steps_agree_with_one_forward():
 
 
 @torch.no_grad()
+def test_a_lookahead_lifts_each_frame_from_the_step_of_a_later_frame():
+    """With lookahead a, frame t's estimate is the output of the step of frame t + a (the same
+    weights as without), and a sequence's last a frames are lifted by steps of repeats of its
+    last frame, so every frame gets one."""
+    a = 3
+    m = _model()
+    la = StreamingNRSfMFormer(StreamConfig(**{**m.cfg.to_dict(), "lookahead": a})).eval()
+    la.load_state_dict(m.state_dict())
+    kp, conf = _frames(2, 17)
+    got = la.lift_chunks(kp, conf, chunk=5)  # (2, 17, J, 3)
+    assert got.shape == kp.shape[:2] + (J, 3)
+    pad = lambda x: torch.cat([x, x[:, -1:].expand(-1, a, *x.shape[2:])], 1)  # noqa: E731
+    whole = m(pad(kp), pad(conf))[0].X  # outputs of the steps of frames 0 .. 16 + a
+    assert torch.allclose(got, whole[:, a:], atol=1e-5)
+    assert not torch.allclose(got, whole[:, :17], atol=1e-3)  # not the frames' own steps
+    # frames asked of a longer sequence: real frames after them, not repeats
+    from streamlift.lifter.infer import lift_sequence
+    seq = torch.cat([kp[0], conf[0, ..., None]], -1).numpy()
+    part = lift_sequence(la, seq, frames=[4, 9])
+    assert torch.allclose(torch.from_numpy(part), m(kp[:1], conf[:1])[0].X[0, [4 + a, 9 + a]],
+                          atol=1e-5)
+    with pytest.raises(ValueError, match="lookahead"):
+        StreamConfig(window=5, lookahead=5)
+
+
+@torch.no_grad()
 def test_a_stream_starts_as_if_its_first_frame_had_been_shown_still():
     """still_state: the state after the first frame shown still for longer than the model
     looks back (from an empty state), so a new stream sees what a windowed lifter's padding
@@ -286,7 +312,7 @@ def test_distil_script_resumes(tmp_path):
     out = tmp_path / "s.pt"
     cmd = [sys.executable, str(SCRIPT), "--data", str(sample),
            "--out", str(out), "--chunk", "8", "--batch", "2", "--save-every", "1", "--threads", "1"]
-    subprocess.run(cmd + ["--steps", "2"], check=True, capture_output=True)
+    subprocess.run(cmd + ["--steps", "2", "--lookahead", "2"], check=True, capture_output=True)
     first = load_streaming(out, with_train=True)
     r = subprocess.run(cmd + ["--steps", "3", "--resume"], check=True, capture_output=True,
                        text=True)
@@ -294,3 +320,27 @@ def test_distil_script_resumes(tmp_path):
     assert train["step"] == 3 and meta["steps"] == 3 and "step 3/3" in r.stdout
     assert first[2]["step"] == 2
     assert not torch.equal(model.head_D.weight, first[0].head_D.weight)  # it trained on
+    assert model.cfg.lookahead == first[0].cfg.lookahead == 2  # a resumed run keeps its own
+
+
+@torch.no_grad()
+def test_distillation_targets_of_a_lookahead_are_the_teachers_frame_that_far_back():
+    """A student with lookahead a learns, at chunk frame t, the teacher's estimate of frame
+    t - a from the causal window ending at t (the frames it has seen), scaled by that
+    window's 2D scale."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("distil_stream", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    teacher = NRSfMFormer(LifterConfig(window=5, depth=2, dim=32, heads=2)).eval()
+    kp, conf = _frames(2, 9)
+    w = torch.cat([kp, conf[..., None]], -1)  # (2, 9, J, 3)
+    X, scale = mod.teacher_targets(teacher, w, lookahead=2)
+    t = 6
+    win = w[:, t - 4:t + 1]  # frames 2 .. 6: the causal window of frame 6
+    o = teacher(win[..., :2], win[..., 2])
+    assert torch.allclose(X[:, t], o.X[:, 5 - 1 - 2], atol=1e-6)  # frame 4 = 6 - 2
+    assert torch.allclose(scale[:, t], o.scale, atol=1e-6)
+    X0, _ = mod.teacher_targets(teacher, w)
+    assert torch.allclose(X0[:, t], o.X[:, -1], atol=1e-6)

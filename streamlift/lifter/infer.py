@@ -33,8 +33,10 @@ def lift_sequence(model, kp2d: np.ndarray, batch: int | None = None, device="cpu
     conf = (torch.from_numpy(kp2d[..., 2]) if kp2d.shape[-1] == 3
             else torch.ones(kp2d.shape[:2])).to(device)
     if isinstance(model, StreamingNRSfMFormer):
-        # the stream from its first frame, as a server's state sees it (to the last one asked)
-        last = len(kp2d) if frames is None else int(np.max(frames, initial=-1)) + 1
+        # the stream from its first frame, as a server's state sees it (to the last one asked
+        # and the lookahead's frames after it)
+        last = len(kp2d) if frames is None else min(
+            len(kp2d), int(np.max(frames, initial=-1)) + 1 + model.cfg.lookahead)
         X = model.lift_chunks(xy[None, :last], conf[None, :last])[0].float().cpu().numpy()
         X = X if frames is None else X[np.asarray(frames, dtype=np.int64)]  # (F, J, 3)
     else:

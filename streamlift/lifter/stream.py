@@ -14,6 +14,11 @@ What changes against the windowed model, and why:
   from it sees at a stream's start what its teacher saw; a cleared state (`init_state`,
   `StreamState.clear`) instead has nothing before its first frame (masked).
 
+A lifter trained with a lookahead of L frames (`StreamConfig.lookahead`; 0 by default) gives,
+at the step that takes frame t, its estimate of frame t - L: it has seen L frames after the one
+it lifts, for L frames more latency. Everything else is the same; what the outputs are of is the
+caller's bookkeeping (`lift_chunks`, the server).
+
 Two entry points that agree to float tolerance (tests/test_stream.py):
 - `forward(kp2d, conf, state=None)` over a chunk (B, L, J, 2) of L >= 1 frames, continuing from
   `state` (None: the chunk starts its streams), returns per-frame outputs and the new state;
@@ -57,11 +62,16 @@ class StreamConfig:
     mlp_ratio: float = 2.0
     dropout: float = 0.0
     kind: str = "streaming"  # tells a streaming checkpoint's config from a windowed one's
-    mode: str = "causal"  # the estimate of frame t uses frames up to t
+    mode: str = "causal"  # the estimate of frame t uses frames up to t + lookahead
+    # L: the output of the step that takes frame t is the estimate of frame t - L (it has seen
+    # L frames after it): L frames more latency for a better estimate. Fixed by the training.
+    lookahead: int = 0
 
     def __post_init__(self):
         if self.kind != "streaming" or self.mode != "causal":
             raise ValueError("a streaming lifter is causal")
+        if not 0 <= self.lookahead < self.window:
+            raise ValueError(f"lookahead must be in [0, window), got {self.lookahead}")
         if self.dim % self.heads:
             raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
         if self.window < 2:
@@ -511,12 +521,18 @@ class StreamingNRSfMFormer(nn.Module):
     def lift_chunks(self, kp2d: torch.Tensor, conf: torch.Tensor,
                     chunk: int = 256) -> torch.Tensor:
         """Whole sequences (B, N, J, 2) -> X (B, N, J, 3), in chunks that carry the state (the
-        attention of a chunk costs L (L + T) per layer, so chunks bound its memory)."""
+        attention of a chunk costs L (L + T) per layer, so chunks bound its memory). With a
+        lookahead, the sequences go on with that many repeats of their last frame, as a server
+        ends a stream, and the first outputs (of frames before the first) are left out."""
+        ahead = self.cfg.lookahead
+        if ahead:
+            kp2d = torch.cat([kp2d, kp2d[:, -1:].expand(-1, ahead, -1, -1)], dim=1)
+            conf = torch.cat([conf, conf[:, -1:].expand(-1, ahead, -1)], dim=1)
         state, out = None, []
         for i in range(0, kp2d.shape[1], chunk):
             o, state = self.forward(kp2d[:, i:i + chunk], conf[:, i:i + chunk], state)
             out.append(o.X)
-        return torch.cat(out, dim=1)
+        return torch.cat(out, dim=1)[:, ahead:]
 
 
 def save_streaming(path, model: StreamingNRSfMFormer, meta: dict | None = None,

@@ -64,7 +64,8 @@ def run_demo(model: NRSfMFormer, device: torch.device, streams: int = 5, fps: fl
         n = min(len(v) if frames is None else min(frames, len(v)) for v in kp2d.values())
         log(f"demo: {len(kp2d)} streams x {n} frames "
             f"at {fps:g} fps -> {getattr(model.cfg, 'kind', 'windowed')} {model.cfg.mode} lifter "
-            f"(window {model.cfg.window}) on "
+            f"(window {model.cfg.window}"
+            + (f", lookahead {server.lookahead}" if server.lookahead else "") + ") on "
             f"{device} ({server.runner.backend})")
         res = replay(producer, kp2d, fps, frames, progress=progress,
                      intrinsics=K if intrinsics else None)

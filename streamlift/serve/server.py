@@ -77,8 +77,9 @@ class Server:
         self.device = torch.device(device)
         self.window, self.mode = model.cfg.window, model.cfg.mode
         self.streaming = isinstance(model, StreamingNRSfMFormer)
-        if self.streaming:  # its state re-primes from the ring: that many frames before a target
-            self.back, self.lookahead = model.prime_frames(), 0
+        if self.streaming:  # its state re-primes from the ring: that many frames before the
+            # frame it steps; the step of frame t lifts frame t - lookahead
+            self.back, self.lookahead = model.prime_frames(), model.cfg.lookahead
         else:
             self.back = target_index(self.window, self.mode)  # frames before the target
             self.lookahead = lookahead(self.window, self.mode)  # frames after it
@@ -335,7 +336,7 @@ class Server:
                 msg = {"v": P.VERSION, "type": "stats", "epoch": self.epoch,
                        "stats": dict(self.stats.snapshot(), device=str(self.device),
                                      mode=self.mode, window=self.window, epoch=self.epoch,
-                                     backend=self.runner.backend,
+                                     lookahead=self.lookahead, backend=self.runner.backend,
                                      max_streams=self.cfg.max_streams,
                                      max_latency_ms=self.cfg.max_latency_ms,
                                      curve=self.curve is not None)}
@@ -487,7 +488,8 @@ class Server:
             lo = st.next_target
             if ready < lo:
                 continue
-            oldest = st.n - cap + self.back  # the oldest target whose window is still in the ring
+            # the oldest target whose window (a streaming state's priming frames) is in the ring
+            oldest = st.n - cap + self.back - (self.lookahead if self.streaming else 0)
             if lo < oldest:
                 self._drop(st, oldest - lo, shed=False)
                 lo = oldest
@@ -562,61 +564,65 @@ class Server:
 
     def _lift_streaming(self, pending: list[list]) -> None:
         """A streaming lifter: each stream's state advances through its new frames, one step
-        per frame for all streams at once (round r lifts every stream's r-th new frame), and
-        each round is published as it is done. A stream whose state is behind its first target
-        (a skipped frame, --max-lag) first steps through the frames it missed; one that is new
-        or too far behind starts its state afresh (`StreamingNRSfMFormer.start`) at its first
-        frame, or `prime_frames` frames before the target, from the ring: the same estimate as
-        a stream that never stopped; one with more than CATCH_UP frames shed in this tick
-        starts afresh at its first target instead (feeding the shed frames would cost what
-        shedding saved). A start lifts its own frame. Long runs of one stream go through the
-        chunk forward in one call."""
-        prime, cap = self.back, self.ring.capacity
+        per frame for all streams at once (round r steps every stream's r-th new frame), and
+        each round is published as it is done. The step of frame f lifts frame f - lookahead
+        (with none, f itself); an ended stream steps on through repeats of its last frame until
+        its last frame is lifted. A stream whose state is behind its first frame to step (a
+        skipped frame, --max-lag) first steps through the frames it missed; one that is new or
+        too far behind starts its state afresh (`StreamingNRSfMFormer.start`) at its first
+        frame, or `prime_frames` frames before the frame to step, from the ring: the same
+        estimate as a stream that never stopped; one with more than CATCH_UP frames shed in
+        this tick starts afresh at its first target instead (feeding the shed frames would cost
+        what shedding saved). A start lifts its own frame. Long runs of one stream go through
+        the chunk forward in one call."""
+        prime, cap, ahead = self.back, self.ring.capacity, self.lookahead
         self.ring.prepare()  # frames seen through their virtual cameras, before any is read
-        feeds, starts = [], []  # [stream, first frame to feed, first target, last target]
+        # [stream, first frame to feed, first frame to step for a target, last frame to step]
+        feeds, starts = [], []
         for st, lo, hi in pending:
-            restart = st.shed and st.primed and lo - st.fed > CATCH_UP
-            if restart or not st.primed or st.fed < lo - prime:
-                st.fed = lo if restart else max(0, lo - prime, st.n - cap)
+            flo, fhi = lo + ahead, hi + ahead  # the frames whose steps lift targets lo .. hi
+            restart = st.shed and st.primed and flo - st.fed > CATCH_UP
+            if restart or not st.primed or st.fed < flo - prime:
+                st.fed = lo if restart else max(0, flo - prime, st.n - cap)
                 st.primed = True
-                starts.append((st, st.fed, lo))
-                feeds.append([st, st.fed + 1, max(lo, st.fed + 1), hi])  # the start lifts st.fed
+                starts.append((st, st.fed, flo))
+                feeds.append([st, st.fed + 1, max(flo, st.fed + 1), fhi])  # the start lifts st.fed
             else:
-                feeds.append([st, st.fed, lo, hi])
-            st.next_target, st.fed = hi + 1, hi + 1
+                feeds.append([st, st.fed, flo, fhi])
+            st.next_target, st.fed = hi + 1, fhi + 1
         if starts:
             self._start_streams(starts)
         short = []
-        for st, start, lo, hi in sorted(feeds, key=lambda f: f[0].slot):
-            if start > hi:  # its one frame was the start's
+        for st, start, flo, fhi in sorted(feeds, key=lambda f: f[0].slot):
+            if start > fhi:  # its one frame was the start's
                 continue
-            if hi - start + 1 <= CATCH_UP:
-                short.append((st, start, lo, hi))
+            if fhi - start + 1 <= CATCH_UP:
+                short.append((st, start, flo, fhi))
                 continue
             t1 = time.perf_counter()
-            i = np.arange(start, hi + 1) % cap
+            i = np.minimum(np.arange(start, fhi + 1), st.n - 1) % cap
             joints = self.runner.catch_up(st.slot, self.ring.kp[st.slot, i],
-                                          self.ring.conf[st.slot, i])[lo - start:]
-            self._emit([st] * (hi - lo + 1), np.full(hi - lo + 1, st.slot),
-                       np.arange(lo, hi + 1), joints)
-            self._cost.add(hi - lo + 1, time.perf_counter() - t1)
-        for r in range(max((hi - start + 1 for _, start, _, hi in short), default=0)):
+                                          self.ring.conf[st.slot, i])[flo - start:]
+            self._emit([st] * (fhi - flo + 1), np.full(fhi - flo + 1, st.slot),
+                       np.arange(flo, fhi + 1) - ahead, joints)
+            self._cost.add(fhi - flo + 1, time.perf_counter() - t1)
+        for r in range(max((fhi - start + 1 for _, start, _, fhi in short), default=0)):
             live = [f for f in short if f[1] + r <= f[3]]  # by slot: often consecutive rows
             t1 = time.perf_counter()
             slots = np.array([st.slot for st, *_ in live])
             frames = np.array([start + r for _, start, _, _ in live])
-            i = frames % cap
+            i = np.minimum(frames, np.array([st.n - 1 for st, *_ in live])) % cap
             joints = self.runner.step(slots, self.ring.kp[slots, i], self.ring.conf[slots, i])
-            out = frames >= np.array([lo for _, _, lo, _ in live])  # targets, not catch-up
+            out = frames >= np.array([flo for _, _, flo, _ in live])  # targets, not catch-up
             if out.any():
-                self._emit([f[0] for f, o in zip(live, out) if o], slots[out], frames[out],
-                           joints[out])
+                self._emit([f[0] for f, o in zip(live, out) if o], slots[out],
+                           frames[out] - ahead, joints[out])
             self._cost.add(len(live), time.perf_counter() - t1)
 
     def _start_streams(self, starts: list[tuple]) -> None:
-        """All of a tick's new states ([stream, start frame, first target]) in one call, which
-        also lifts their start frames; those that are targets (not priming frames) are
-        published."""
+        """All of a tick's new states ([stream, start frame, first frame to step for a target])
+        in one call, which also lifts their start frames; those that lift targets (not priming
+        frames) are published."""
         t1 = time.perf_counter()
         cap = self.ring.capacity
         owners = [st for st, _, _ in starts]
@@ -624,9 +630,10 @@ class Server:
         f = np.array([fed for _, fed, _ in starts])
         joints = self.runner.start(s, self.ring.kp[s, f % cap], self.ring.conf[s, f % cap],
                                    lift=True)
-        out = f >= np.array([lo for _, _, lo in starts])
+        out = f >= np.array([flo for _, _, flo in starts])
         if out.any():
-            self._emit([o for o, k in zip(owners, out) if k], s[out], f[out], joints[out])
+            self._emit([o for o, k in zip(owners, out) if k], s[out], f[out] - self.lookahead,
+                       joints[out])
         self._cost.add(len(s), time.perf_counter() - t1)
 
     def _emit(self, owners: list, slots: np.ndarray, targets: np.ndarray,

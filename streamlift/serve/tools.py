@@ -60,7 +60,8 @@ def serve_until_stopped(server, weights: str, stats_every: float) -> None:
     server.start()
     cfg = server.model.cfg
     log(f"streamlift serve: {weights} ({getattr(cfg, 'kind', 'windowed')} {cfg.mode}, "
-        f"window {cfg.window}, {server.device}, "
+        f"window {cfg.window}, " + (f"lookahead {server.lookahead}, " if server.lookahead else "")
+        + f"{server.device}, "
         f"{server.runner.backend}); input {server.input_endpoint}"
         + (f", pull {server.pull_endpoint}" if server.pull_endpoint else "")
         + f", output {server.output_endpoint}; Ctrl-C to stop")
