@@ -86,3 +86,36 @@ def test_shipped_cmu_sample_views_group_by_action():
 ])
 def test_other_datasets_keep_their_groups(name, group):
     assert action_group(name) == group
+
+
+@pytest.mark.parametrize("kind", ["windowed", "streaming"])
+def test_eval_every_nth_frame_scores_those_frames_as_a_full_eval_does(kind):
+    """`--every N`: the mean over frames 0, N, 2N, ... of each view, each lifted as when every
+    frame is scored (a windowed lifter lifts only their windows; a streaming one still runs
+    its state through every frame, with its lookahead's frames after them)."""
+    import torch
+
+    from streamlift.eval.evaluate import evaluate
+    from streamlift.lifter.infer import lift_sequence
+    from streamlift.lifter.model import LifterConfig, NRSfMFormer
+    from streamlift.lifter.stream import StreamConfig, StreamingNRSfMFormer
+    from streamlift.metrics import n_mpjpe
+
+    torch.manual_seed(0)
+    model = (NRSfMFormer(LifterConfig(window=9, depth=1, dim=32, heads=2)) if kind == "windowed"
+             else StreamingNRSfMFormer(StreamConfig(window=9, depth=1, dim=32, heads=2,
+                                                    lookahead=2))).eval()
+    with torch.no_grad():
+        model.head_D.weight.normal_(0, 0.3)  # poses that differ by frame
+    m = load_mocap(SAMPLE_MOCAP)
+    views = dict(list(make_views(m, 1, 0, progress=False).items())[:2])
+    got = evaluate(model, views, progress=False, every=7)
+    errs = []
+    for v in views.values():
+        pred = torch.from_numpy(lift_sequence(model, v.kp2d, K=v.intrinsics)).double()
+        errs.append(n_mpjpe(pred, torch.from_numpy(v.kp3d).double(), reduce=False)[::7])
+    errs = torch.cat(errs)
+    assert got["frames"] == len(errs) == sum(-(-v.frames // 7) for v in views.values())
+    assert got["n_mpjpe"] == pytest.approx(float(errs.mean()), rel=1e-6)
+    assert got["n_mpjpe"] != pytest.approx(evaluate(model, views, progress=False)["n_mpjpe"],
+                                           rel=1e-4)  # not the mean over every frame

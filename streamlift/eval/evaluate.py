@@ -37,7 +37,7 @@ def action_group(view_name: str) -> str:
 
 
 def evaluate(model: NRSfMFormer, views: dict[str, View], device="cpu", batch: int | None = None,
-             progress: bool = True, intrinsics: bool = True) -> dict:
+             progress: bool = True, intrinsics: bool = True, every: int = 1) -> dict:
     """MPJPE, N-MPJPE, PA-MPJPE (mm) overall and per action group.
 
     MPJPE needs an absolute scale, which a monocular lifter cannot know: the prediction is
@@ -47,6 +47,8 @@ def evaluate(model: NRSfMFormer, views: dict[str, View], device="cpu", batch: in
     `intrinsics`: lift the views that carry a camera matrix through a virtual camera looking at
     the subject (`streamlift.virtual_camera`); False lifts every view as if the subject were on
     the optical axis. `virtual_camera_views` in the result counts the views lifted that way.
+    `every`: score frames 0, every, 2 every, ... of each view only (each estimated as it is
+    when every frame is scored).
     """
     missing = [n for n, v in views.items() if v.kp3d is None]
     if missing:
@@ -59,12 +61,13 @@ def evaluate(model: NRSfMFormer, views: dict[str, View], device="cpu", batch: in
         for name, v in views.items():
             K = v.intrinsics if intrinsics else None
             lifted_virtual += K is not None
+            scored = None if every == 1 else np.arange(0, v.frames, every)
             try:
-                pred = lift_sequence(model, v.kp2d, batch, device, K=K)
+                pred = lift_sequence(model, v.kp2d, batch, device, frames=scored, K=K)
             except ValueError as e:  # a camera matrix that is not a pinhole K
                 raise UserError(f"view {name!r}: {e}") from None
             pred = torch.from_numpy(pred).double()
-            gt = torch.from_numpy(v.kp3d).double()
+            gt = torch.from_numpy(v.kp3d if scored is None else v.kp3d[scored]).double()
             height = float(skeleton_height(gt).median())
             errs = np.stack([
                 mpjpe(metric_scale(pred, height), gt, reduce=False).numpy(),
@@ -74,7 +77,7 @@ def evaluate(model: NRSfMFormer, views: dict[str, View], device="cpu", batch: in
             per_group.setdefault(action_group(name), []).append(errs)
             for k, col in zip(sums, errs.sum(axis=0)):
                 sums[k] += float(col)
-            frames += v.frames
+            frames += len(gt)
             bar.update(v.frames)
     result = {k: s / frames for k, s in sums.items()}
     result["frames"] = frames
@@ -106,13 +109,14 @@ def evaluate_file(model: NRSfMFormer, weights, c, device="cpu", progress: bool =
     from streamlift.data import load_views
 
     res = evaluate(model, load_views(c.data), device, c.batch, progress=progress,
-                   intrinsics=not c.no_intrinsics)
+                   intrinsics=not c.no_intrinsics, every=c.every)
     mode, window = model.cfg.mode, model.cfg.window
     kind = getattr(model.cfg, "kind", "windowed")
-    text = (f"{c.data}: {res['views']} views, {res['frames']:,} frames, {kind} {mode} lifter, "
+    scored = f"{res['frames']:,} frames" + (f" (every {c.every}th)" if c.every > 1 else "")
+    text = (f"{c.data}: {res['views']} views, {scored}, {kind} {mode} lifter, "
             f"window {window}, weights {weights}\n"
             f"virtual camera (the views' intrinsics): {res['virtual_camera_views']} of "
             f"{res['views']} views" + (" (--no-intrinsics)" if c.no_intrinsics else "")
             + "\n" + format_table(res))
     return text, {**res, "kind": kind, "mode": mode, "window": window, "weights": str(weights),
-                  "data": str(c.data)}
+                  "data": str(c.data), "every": c.every}

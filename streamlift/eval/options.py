@@ -20,6 +20,10 @@ class EvalConfig:
         "help": "ignore the views' camera matrices: lift every view as if the subject stood on "
         "the optical axis (by default a view with intrinsics is lifted through a virtual camera "
         "looking at the subject, docs/training.md)"})
+    every: int = field(default=1, metadata={
+        "type": "positive_int", "help": "score every N-th frame of each view (from its first): "
+        "a windowed lifter then lifts only those frames' windows, N times faster, for quick "
+        "comparisons; the published figures score every frame"})
     batch: int | None = field(default=None, metadata={
         "type": "positive_int", "help": "windows per forward pass (default: 32 on CPU, where "
         "the cost per window rises with the batch, 512 on CUDA)"})
