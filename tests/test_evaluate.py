@@ -119,3 +119,41 @@ def test_eval_every_nth_frame_scores_those_frames_as_a_full_eval_does(kind):
     assert got["n_mpjpe"] == pytest.approx(float(errs.mean()), rel=1e-6)
     assert got["n_mpjpe"] != pytest.approx(evaluate(model, views, progress=False)["n_mpjpe"],
                                            rel=1e-4)  # not the mean over every frame
+
+
+def test_lookahead_gain_at_lag_0_is_eval_and_lag_l_reads_the_window_l_frames_on():
+    """scripts/lookahead_gain.py: lag 0 scores what `eval --every` scores; lag L lifts frame f
+    from the causal window ending at f + L (its position T - 1 - L)."""
+    import importlib.util
+    from pathlib import Path
+
+    import torch
+
+    from streamlift.eval.evaluate import evaluate
+    from streamlift.lifter.model import LifterConfig, NRSfMFormer
+    from streamlift.metrics import n_mpjpe
+    from streamlift.virtual_camera import from_virtual, to_virtual
+
+    path = Path(__file__).resolve().parents[1] / "scripts/lookahead_gain.py"
+    spec = importlib.util.spec_from_file_location("lookahead_gain", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    model = NRSfMFormer(LifterConfig(window=9, depth=1, dim=32, heads=2)).eval()
+    with torch.no_grad():
+        model.head_D.weight.normal_(0, 0.3)
+    name, view = next(iter(make_views(load_mocap(SAMPLE_MOCAP), 1, 0, progress=False).items()))
+    e0 = mod.lag_errors(model, view, 0, 11)
+    assert e0[:, 0].mean() == pytest.approx(
+        evaluate(model, {name: view}, progress=False, every=11)["n_mpjpe"], rel=1e-5)
+    e3 = mod.lag_errors(model, view, 3, 11)
+    f = 22  # frame 22 from the window of frames 17 .. 25
+    kp, R = to_virtual(np.asarray(view.kp2d, np.float32), view.intrinsics)
+    w = torch.from_numpy(kp[17:26, :, :2])[None]  # exact 2D: no confidences, all seen
+    with torch.no_grad():
+        X = model(w, torch.ones(w.shape[:3])).X[0, 9 - 1 - 3].numpy()
+    X = from_virtual(X[None], R[f:f + 1])
+    want = n_mpjpe(torch.from_numpy(X).double(), torch.from_numpy(view.kp3d[f:f + 1]).double(),
+                   reduce=False)
+    assert e3[2, 0] == pytest.approx(float(want[0]), rel=1e-5)
+    assert not np.allclose(e3[:, 0], e0[:, 0])
