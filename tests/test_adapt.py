@@ -107,3 +107,34 @@ def test_the_command_adapts_and_the_result_serves(views_file, tmp_path, capsys):
     assert main(["adapt", "--data", str(views_file), "--out", str(out), "--prior",
                  str(tmp_path / "none.pt")]) == 2
     assert "prior checkpoint not found" in capsys.readouterr().err
+
+
+def test_the_adaptations_2d_noise_is_what_its_flags_say(views_file):
+    """--noise-px S: each window's 2D noised by sigma ~ U(0, S) px (none at 0); --detector:
+    the detector model's noise (confidences that fall with the error) instead."""
+    from streamlift.cli import build_parser
+    from streamlift.data.views import load_views
+    from streamlift.train.sampler import WindowSampler, draw_batch
+
+    a = build_parser().parse_args(["adapt", "--data", "v.npz", "--out", "o.pt",
+                                   "--noise-px", "3", "--detector"])
+    assert a.noise_px == 3.0 and a.detector is True
+    assert build_parser().parse_args(["adapt", "--data", "v.npz", "--out", "o.pt"]).noise_px == 1.0
+    sampler = WindowSampler(load_views(views_file), 9, "causal")
+
+    def deviation(**kw):
+        cfg = AdaptConfig(batch=256, flip_prob=0.0, **kw)
+        g = torch.Generator().manual_seed(3)
+        w, _ = draw_batch(sampler, cfg, g)
+        exact = sampler.windows(sampler.draw(cfg.batch, torch.Generator().manual_seed(3),
+                                             cfg.balance))
+        return w, (w[..., :2] - exact[..., :2]).std().item()
+
+    assert deviation(noise_px=0.0)[1] == 0.0
+    _, s1 = deviation(noise_px=1.0)
+    _, s3 = deviation(noise_px=3.0)
+    # sigma ~ U(0, S): the pooled std is S / sqrt(3)
+    assert s1 == pytest.approx(1 / math.sqrt(3), rel=0.15)
+    assert s3 == pytest.approx(3 / math.sqrt(3), rel=0.15)
+    w, _ = deviation(detector=True)
+    assert (w[..., 2] < 1).any() and (w[..., 2] >= 0).all()
