@@ -71,9 +71,9 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--init", default=None,
                     help="start from this streaming lifter (e.g. an earlier distillation) instead "
                          "of the teacher's weights")
-    ap.add_argument("--lookahead", type=int, default=0,
-                    help="frames the student sees after the frame it lifts (a new run's; a "
-                         "resumed one keeps its own)")
+    ap.add_argument("--lookahead", type=int, default=None,
+                    help="frames the student sees after the frame it lifts (default: --init's, "
+                         "else 0; a resumed run keeps its own)")
     return ap.parse_args(argv)
 
 
@@ -98,7 +98,8 @@ def main(argv=None) -> None:
         student, train, init = load_streaming(a.init)[0], None, a.init
     else:
         student, train, init = StreamingNRSfMFormer.from_windowed(teacher), None, None
-    if train is None:  # the same weights lift frame t - L from the step that takes frame t
+    if train is None and a.lookahead is not None:  # the same weights lift frame t - L from
+        # the step that takes frame t
         student.cfg = replace(student.cfg, lookahead=a.lookahead)
     if student.cfg.lookahead >= a.chunk:
         raise SystemExit("--chunk must be longer than the lookahead")
