@@ -19,6 +19,7 @@ from streamlift.data.views import load_views
 from streamlift.lifter.model import NRSfMFormer, load_lifter
 from streamlift.metrics import n_mpjpe, pa_mpjpe
 from streamlift.virtual_camera import from_virtual, to_virtual
+from streamlift.windows import window_indices
 
 
 @torch.no_grad()
@@ -33,7 +34,7 @@ def lag_errors(model: NRSfMFormer, view, lag: int, every: int) -> np.ndarray:
     xy = torch.from_numpy(kp[..., :2])
     conf = torch.from_numpy(kp[..., 2]) if kp.shape[-1] == 3 else torch.ones(kp.shape[:2])
     f = np.arange(0, len(kp), every)
-    idx = np.clip(f[:, None] + lag + np.arange(T) - (T - 1), 0, len(kp) - 1)  # (F, T)
+    idx = window_indices(len(kp), T, "causal", f + lag)  # (F, T): windows ending at f + lag
     X = torch.cat([model(xy[w], conf[w]).X[:, T - 1 - lag]
                    for w in torch.from_numpy(idx).split(64)]).numpy()  # (F, J, 3)
     if R is not None:

@@ -600,7 +600,8 @@ class Server:
                 short.append((st, start, flo, fhi))
                 continue
             t1 = time.perf_counter()
-            i = np.minimum(np.arange(start, fhi + 1), st.n - 1) % cap
+            i = np.arange(start, fhi + 1)
+            i = (np.minimum(i, st.n - 1) if ahead else i) % cap  # an ended stream's repeats
             joints = self.runner.catch_up(st.slot, self.ring.kp[st.slot, i],
                                           self.ring.conf[st.slot, i])[flo - start:]
             self._emit([st] * (fhi - flo + 1), np.full(fhi - flo + 1, st.slot),
@@ -611,7 +612,8 @@ class Server:
             t1 = time.perf_counter()
             slots = np.array([st.slot for st, *_ in live])
             frames = np.array([start + r for _, start, _, _ in live])
-            i = np.minimum(frames, np.array([st.n - 1 for st, *_ in live])) % cap
+            last = np.array([st.n - 1 for st, *_ in live]) if ahead else None
+            i = (np.minimum(frames, last) if ahead else frames) % cap  # an ended stream's repeats
             joints = self.runner.step(slots, self.ring.kp[slots, i], self.ring.conf[slots, i])
             out = frames >= np.array([flo for _, _, flo, _ in live])  # targets, not catch-up
             if out.any():
