@@ -3,9 +3,10 @@
 The teacher's 3D outputs on training 2D are its unsupervised predictions, not labels: no 3D is
 read. Each step draws chunks of `--chunk` consecutive frames from the views; every chunk is a
 stream of its own (the teacher sees each frame's causal window inside the chunk, padded at the
-chunk's start as a ring pads; the student starts the chunk with an empty state), mirrored and
-noised as training is. Loss: mean joint distance between the student's X and the teacher's,
-in the student's normalised units (the teacher's X times its scale over the student's).
+chunk's start as a ring pads; the student starts the chunk with an empty state), mirrored,
+noised and (with `--roll-deg`) rolled as training is. Loss: mean joint distance between the
+student's X and the teacher's, in the student's normalised units (the teacher's X times its
+scale over the student's).
 
     python scripts/distil_stream.py --data views/bandai_train.npz views/cmu_train.npz \\
         --out stream.pt --steps 2000 --resume
@@ -23,7 +24,7 @@ import torch
 from streamlift.data.views import load_views
 from streamlift.lifter.model import NRSfMFormer, load_lifter
 from streamlift.lifter.stream import StreamingNRSfMFormer, load_streaming, save_streaming
-from streamlift.train.sampler import WindowSampler, flip_2d
+from streamlift.train.sampler import WindowSampler, draw_rolls, flip_2d, roll_2d, roll_3d
 from streamlift.windows import window_offsets
 
 
@@ -53,6 +54,24 @@ def teacher_targets(teacher, w: torch.Tensor,
     return o.X[:, T - 1 - lookahead].view(n, L, -1, 3), o.scale.view(n, L)
 
 
+def distil_batch(sampler: WindowSampler, teacher, a: argparse.Namespace, lookahead: int,
+                 g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, object]:
+    """One step's chunks (batch, chunk, J, 3) as the student sees them (mirrored, noised,
+    rolled), the teacher's targets for them (`teacher_targets`) and the rolls (batch,) radians
+    or None: with a roll, the teacher lifts the chunk unturned, which it knows best, and its
+    estimate is turned by the roll."""
+    w = draw_chunks(sampler, a.batch, a.chunk, g)
+    flip = torch.rand(a.batch, generator=g) < 0.5
+    w[flip] = flip_2d(w[flip])
+    sigma = torch.rand(a.batch, 1, 1, 1, generator=g) * a.noise_px
+    w[..., :2] += sigma * torch.randn(w[..., :2].shape, generator=g)
+    Xt, st = teacher_targets(teacher, w, lookahead)
+    roll = draw_rolls(a.batch, a, g)
+    if roll is not None:
+        w, Xt = roll_2d(w, roll), roll_3d(Xt, roll)
+    return w, Xt, st, roll
+
+
 def parse(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", nargs="+", required=True, help="training views files (2D only)")
@@ -64,6 +83,11 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=8, help="chunks per step")
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--noise-px", type=float, default=3.0)
+    ap.add_argument("--roll-deg", type=float, default=0.0,
+                    help="turn a share (--roll-prob) of the chunks' 2D by a camera roll of "
+                         "U(-this, this) degrees; the teacher lifts the 2D unturned and its "
+                         "estimate is turned by the same roll (streamlift train --roll-deg)")
+    ap.add_argument("--roll-prob", type=float, default=0.5)
     ap.add_argument("--save-every", type=int, default=100)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -110,12 +134,7 @@ def main(argv=None) -> None:
         opt.load_state_dict(train["opt"])
     t0, losses = time.time(), []
     while step < a.steps:
-        w = draw_chunks(sampler, a.batch, a.chunk, g)
-        flip = torch.rand(a.batch, generator=g) < 0.5
-        w[flip] = flip_2d(w[flip])
-        sigma = torch.rand(a.batch, 1, 1, 1, generator=g) * a.noise_px
-        w[..., :2] += sigma * torch.randn(w[..., :2].shape, generator=g)
-        Xt, st = teacher_targets(teacher, w, student.cfg.lookahead)
+        w, Xt, st, _ = distil_batch(sampler, teacher, a, student.cfg.lookahead, g)
         for p in opt.param_groups:  # cosine to 10 %
             p["lr"] = a.lr * (0.55 + 0.45 * torch.cos(torch.tensor(step / a.steps * 3.14159)).item())
         o, _ = student(w[..., :2], w[..., 2])
@@ -133,7 +152,8 @@ def main(argv=None) -> None:
             losses = []
             save_streaming(out, student, {"distilled_from": str(tpath), "steps": step,
                                           "data": a.data, "chunk": a.chunk, "lr": a.lr,
-                                          "init": init, "lookahead": student.cfg.lookahead},
+                                          "init": init, "lookahead": student.cfg.lookahead,
+                                          "roll_deg": a.roll_deg, "roll_prob": a.roll_prob},
                            train={"step": step, "opt": opt.state_dict()})
 
 

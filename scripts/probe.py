@@ -110,8 +110,8 @@ for name, over in settings.items():
     t0 = time.time()
     model.train()
     for i in range(args.steps):
-        w, focal = draw_batch(sampler, cfg, gen)
-        train_step(model, opt, w, cfg, prior, focal=focal)
+        w, focal, roll = draw_batch(sampler, cfg, gen)
+        train_step(model, opt, w, cfg, prior, focal=focal, roll=roll)
         if (i + 1) % 100 == 0:
             print(f"{name}: step {i + 1}/{args.steps} ({time.time() - t0:.0f} s)", flush=True)
     model.eval()

@@ -125,7 +125,7 @@ def test_the_adaptations_2d_noise_is_what_its_flags_say(views_file):
     def deviation(**kw):
         cfg = AdaptConfig(batch=256, flip_prob=0.0, **kw)
         g = torch.Generator().manual_seed(3)
-        w, _ = draw_batch(sampler, cfg, g)
+        w, _, _ = draw_batch(sampler, cfg, g)
         exact = sampler.windows(sampler.draw(cfg.batch, torch.Generator().manual_seed(3),
                                              cfg.balance))
         return w, (w[..., :2] - exact[..., :2]).std().item()

@@ -13,7 +13,7 @@ from streamlift.cli.common import (LIFTER, TRAIN, add_config, command, device, g
 from streamlift.errors import UserError
 
 MODEL = "window mode dim depth heads"
-TRAINING = "epochs epoch_windows batch lr seed prior_weight prior_t_range balance detector"
+TRAINING = "epochs epoch_windows batch lr seed prior_weight prior_t_range balance detector roll_deg roll_prob"
 VIEWS, IMPORT = "streamlift.data.options:ViewsConfig", "streamlift.data.options:ImportConfig"
 EVAL, FILES = "streamlift.eval.options:EvalConfig", "streamlift.train.options:TrainFiles"
 SWITCHES = "streamlift.train.options:TrainSwitches"

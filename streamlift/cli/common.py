@@ -34,6 +34,7 @@ panel = _checked(int, lambda v: v >= 64, ">= 64 pixels to draw on", "panel")
 count = _checked(int, lambda v: v >= 0, ">= 0", "count")
 positive_float = _checked(float, lambda v: 0 < v < math.inf, "> 0", "positive_float")
 probability = _checked(float, lambda v: 0 <= v < 1, "in [0, 1)", "probability")
+share = _checked(float, lambda v: 0 <= v <= 1, "in [0, 1]", "share")
 
 
 def ladder(s: str) -> tuple[int, ...]:
@@ -48,7 +49,8 @@ def ladder(s: str) -> tuple[int, ...]:
 
 TYPES = {"int": int, "float": float, "positive_int": positive_int, "non_negative": non_negative,
          "panel": panel,
-         "positive_float": positive_float, "probability": probability, "ladder": ladder,
+         "positive_float": positive_float, "probability": probability, "share": share,
+         "ladder": ladder,
          "count": count, "path": Path}
 
 

@@ -31,7 +31,7 @@ from streamlift.lifter.model import FORMAT, LifterConfig, NRSfMFormer, require_w
 from streamlift.progress import bar as progress_bar
 from streamlift.train.lifter import loss_terms
 from streamlift.train.loop import Optimiser
-from streamlift.train.sampler import WindowSampler, draw_batch
+from streamlift.train.sampler import WindowSampler, draw_batch, roll_2d, roll_3d
 
 # the unsupervised losses of the shipped lifter's fine-tunes (docs/training.md) but
 # `bone_proportions`, which holds the training bodies' proportions: a user's people (and their
@@ -82,6 +82,13 @@ class AdaptConfig:
     detector: bool = field(default=False, metadata={
         "help": "noise the 2D with the detector model (per-joint noise, swaps, missed joints, "
         "confidences) instead of i.i.d. noise"})
+    roll_deg: float = field(default=0.0, metadata={
+        "type": "non_negative", "help": "turn a share (--roll-prob) of the windows' 2D by a "
+        "camera roll of U(-this, this) degrees (bodies lying down, tilted cameras); the "
+        "orientation anchor then holds each pose to the starting lifter's estimate from the "
+        "2D unturned, turned by the same roll (0: only the user's own rolls)"})
+    roll_prob: float = field(default=0.5, metadata={
+        "type": "share", "help": "share of the windows that get a --roll-deg roll"})
     flip_prob: float = 0.5
     balance: str = "frames"
     perspective: bool = True
@@ -125,9 +132,9 @@ def split_views(views: dict[str, View], held_out: float,
     return fit, judge
 
 
-def _losses(model, w, focal, prior, cfg: AdaptConfig, gen=None) -> tuple[dict, object]:
+def _losses(model, w, focal, prior, cfg: AdaptConfig, gen=None, roll=None) -> tuple[dict, object]:
     o = model(w[..., :2], w[..., 2])
-    return loss_terms(o, focal, cfg.weights, prior, cfg.prior_t_range, gen), o
+    return loss_terms(o, focal, cfg.weights, prior, cfg.prior_t_range, gen, roll), o
 
 
 def _weighted(terms: dict, cfg: AdaptConfig) -> torch.Tensor:
@@ -205,12 +212,16 @@ def _prepare(data: list[str], ck: dict, cfg: AdaptConfig, prior_path: str | None
 
 
 def _step(run: _Run, opt: Optimiser, cfg: AdaptConfig, gen: torch.Generator) -> None:
-    """One optimizer step on a batch of the user's windows (mirrored, lightly noised)."""
-    w, focal = draw_batch(run.sampler, cfg, gen)
-    terms, o = _losses(run.model, w, focal, run.prior, cfg)
+    """One optimizer step on a batch of the user's windows (mirrored, rolled, lightly noised)."""
+    w, focal, roll = draw_batch(run.sampler, cfg, gen)
+    terms, o = _losses(run.model, w, focal, run.prior, cfg, roll=roll)
     if cfg.anchor > 0:
         with torch.no_grad():
-            X0 = run.teacher(w[..., :2], w[..., 2]).X
+            if roll is None:
+                X0 = run.teacher(w[..., :2], w[..., 2]).X
+            else:  # the starting lifter knows upright 2D best: lift it unturned, then turn
+                u = roll_2d(w, -roll)
+                X0 = roll_3d(run.teacher(u[..., :2], u[..., 2]).X, roll)
         terms["anchor"] = orientation_anchor(o.X, X0)
     opt.update(_weighted(terms, cfg))
 

@@ -21,7 +21,7 @@ from streamlift.progress import bar as progress_bar
 from streamlift.train import losses as L
 from streamlift.train.loop import Optimiser
 from streamlift.train.options import DEFAULT_WEIGHTS
-from streamlift.train.sampler import WindowSampler, draw_batch
+from streamlift.train.sampler import WindowSampler, draw_batch, roll_3d
 from streamlift.virtual_camera import from_virtual
 from streamlift.windows import default_batch
 
@@ -58,6 +58,13 @@ class TrainConfig:
     detector: bool = field(default=False, metadata={
         "help": "2D error from the detector model (streamlift.data.detector: size-relative "
                 "per-joint noise, swaps, missed joints, confidences) instead of i.i.d. noise"})
+    roll_deg: float = field(default=0.0, metadata={
+        "help": "turn a share (--roll-prob) of the windows' 2D by a camera roll of U(-this, "
+                "this) degrees about the optical axis, as bodies lying down or a tilted camera "
+                "show them; the prior scores them turned back (0: only the views' own rolls)",
+        "type": "non_negative"})
+    roll_prob: float = field(default=0.5, metadata={
+        "help": "share of the windows that get a --roll-deg roll", "type": "share"})
     intrinsics: bool = True  # see views with a camera matrix through a virtual camera (README)
     perspective: bool = True  # reproject through the focal length of views that have one
 
@@ -87,30 +94,36 @@ def validate(model: NRSfMFormer, sampler: WindowSampler, kp3d: torch.Tensor,
 
 
 def loss_terms(o, focal: torch.Tensor | None, weights: dict, prior=None, t_range=(0.05, 0.4),
-               generator: torch.Generator | None = None) -> dict:
+               generator: torch.Generator | None = None,
+               roll: torch.Tensor | None = None) -> dict:
     """The unsupervised loss terms of a LifterOutput `o` (those with a non-zero weight), and the
     prior's when a prior is given. `focal` (B,) px: reproject each window through its camera's
-    focal length (inf: weak perspective); None: weak perspective for all."""
+    focal length (inf: weak perspective); None: weak perspective for all. `roll` (B,) radians:
+    the extra camera roll each window's 2D was given (`sampler.draw_batch`), turned back before
+    the prior scores the poses, which it learnt as the views' cameras see them; every other
+    term is unchanged by a roll about the optical axis."""
     if focal is not None:
         # the root's depth is focal / scale model units: depth ratio 1 + X_z * scale / focal
         o.extras["perspective"] = o.scale.float() / focal.to(o.scale.device, torch.float32)
     terms = {k: L.LOSSES[k](o) for k, wt in weights.items() if wt}
     if prior is not None:
         from streamlift.prior.loss import prior_loss
-        terms["prior"] = prior_loss(prior, o.X.float(), t_range, generator=generator)
+        X = o.X.float() if roll is None else roll_3d(o.X.float(), -roll)
+        terms["prior"] = prior_loss(prior, X, t_range, generator=generator)
     return terms
 
 
 def train_step(model: NRSfMFormer, opt: Optimiser, w: torch.Tensor, cfg: TrainConfig,
-               prior=None, amp: bool = False,
-               focal: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+               prior=None, amp: bool = False, focal: torch.Tensor | None = None,
+               roll: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """One optimiser step on a batch of windows w (B, T, J, 3: x, y, confidence); returns the
     weighted loss and its terms (tensors; reading them is left to the caller, so that a
     benchmark of this step does not pay a host synchronisation per term). `focal` (B,) px:
-    reproject each window through its camera's focal length (inf: weak perspective)."""
+    reproject each window through its camera's focal length (inf: weak perspective); `roll`
+    (B,) radians: each window's extra camera roll (`loss_terms`)."""
     with torch.autocast(w.device.type, dtype=torch.bfloat16, enabled=amp):
         o = model(w[..., :2], w[..., 2])
-    terms = loss_terms(o, focal, cfg.weights, prior, cfg.prior_t_range)
+    terms = loss_terms(o, focal, cfg.weights, prior, cfg.prior_t_range, roll=roll)
     loss = sum(cfg.weights.get(k, cfg.prior_weight) * v for k, v in terms.items())
     opt.update(loss)
     return loss, terms
@@ -185,9 +198,9 @@ def _epoch(run: _Run, sampler: WindowSampler, prior, gen: torch.Generator, devic
     sums = {k: 0.0 for k in list(cfg.weights) + (["prior"] if prior else []) + ["total"]}
     with progress_bar(steps, f"epoch {run.epoch + 1}/{cfg.epochs}", "step", progress) as bar:
         for i in range(steps):
-            w, focal = draw_batch(sampler, cfg, gen)
+            w, focal, roll = draw_batch(sampler, cfg, gen)
             loss, terms = train_step(run.model, run.opt, w.to(device, non_blocking=True), cfg,
-                                     prior, device.type == "cuda", focal)
+                                     prior, device.type == "cuda", focal, roll)
             for k, v in terms.items():
                 sums[k] += float(v.detach())
             sums["total"] += float(loss.detach())

@@ -1,5 +1,5 @@
 """Training windows of 2D: drawn from views files, padded at the sequence start like a stream's,
-mirrored and noised; nothing but the 2D (and each camera's focal length) is read."""
+mirrored, rolled and noised; nothing but the 2D (and each camera's focal length) is read."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 from streamlift.data.views import View
 from streamlift.errors import UserError
-from streamlift.skeleton import H36M17
+from streamlift.skeleton import H36M17, ROOT
 from streamlift.virtual_camera import to_virtual
 from streamlift.windows import window_offsets
 
@@ -85,15 +85,56 @@ def flip_2d(w: torch.Tensor) -> torch.Tensor:
     return w
 
 
-def draw_batch(sampler: WindowSampler, cfg,
-               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+def roll_2d(w: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Turn windows (n, T, J, 2|3) in the image plane by theta (n,) radians about each frame's
+    root: u' - u_r = cos(theta) (u - u_r) - sin(theta) (v - v_r), v' - v_r = sin(theta) (u - u_r)
+    + cos(theta) (v - v_r); confidences kept. For 2D seen through the virtual camera (the root
+    on its optical axis, fx = fy) or under weak perspective this is exactly the 2D of the 3D
+    turned by `roll_3d(X, theta)`: a camera rolled about its optical axis, or a body lying
+    down where the 2D showed it upright."""
+    c, s = theta.cos()[:, None, None], theta.sin()[:, None, None]  # (n, 1, 1)
+    root = w[:, :, ROOT:ROOT + 1, :2]  # (n, T, 1, 2)
+    du, dv = (w[..., 0] - root[..., 0]), (w[..., 1] - root[..., 1])  # (n, T, J)
+    out = w.clone()
+    out[..., 0] = root[..., 0] + c * du - s * dv
+    out[..., 1] = root[..., 1] + s * du + c * dv
+    return out
+
+
+def roll_3d(X: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Camera-frame poses X (n, ..., 3) turned by theta (n,) radians about the optical (z) axis:
+    x' = cos x - sin y, y' = sin x + cos y, z' = z (the 3D of `roll_2d`)."""
+    shape = (-1,) + (1,) * (X.dim() - 2)
+    c, s = theta.to(X).cos().view(shape), theta.to(X).sin().view(shape)
+    x, y = X[..., 0], X[..., 1]
+    return torch.stack([c * x - s * y, s * x + c * y, X[..., 2]], dim=-1)
+
+
+def draw_rolls(n: int, cfg, gen: torch.Generator) -> torch.Tensor | None:
+    """Each window's extra camera roll (n,) radians: U(-cfg.roll_deg, cfg.roll_deg) for a
+    share `cfg.roll_prob` of them, 0 for the rest; None when there is none to draw."""
+    deg, prob = getattr(cfg, "roll_deg", 0.0), getattr(cfg, "roll_prob", 0.0)
+    if deg <= 0 or prob <= 0:
+        return None
+    theta = (2 * torch.rand(n, generator=gen) - 1) * np.deg2rad(deg)
+    return torch.where(torch.rand(n, generator=gen) < prob, theta, torch.zeros(()))
+
+
+def draw_batch(sampler: WindowSampler, cfg, gen: torch.Generator
+               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """One training batch: windows (batch, T, J, 3) with random targets (`cfg.balance`),
-    left-right mirroring and 2D noise (the detector model with `cfg.detector`, else i.i.d.), and each window's focal length (batch,) px for the perspective reprojection
-    (None when `cfg.perspective` is off)."""
+    left-right mirroring, a camera roll (`draw_rolls`) and 2D noise (the detector model with
+    `cfg.detector`, else i.i.d.); each window's focal length (batch,) px for the perspective
+    reprojection (None when `cfg.perspective` is off); and its roll (batch,) radians (None
+    without rolls), which the prior loss turns back (`loss_terms`)."""
     targets = sampler.draw(cfg.batch, gen, cfg.balance)
     w = sampler.windows(targets)
     flip = torch.rand(cfg.batch, generator=gen) < cfg.flip_prob
     w[flip] = flip_2d(w[flip])
+    roll = draw_rolls(cfg.batch, cfg, gen)
+    if roll is not None:
+        turned = roll != 0  # the others stay bit-exact
+        w[turned] = roll_2d(w[turned], roll[turned])
     if cfg.detector:
         from streamlift.data.detector import detector_noise
 
@@ -101,4 +142,4 @@ def draw_batch(sampler: WindowSampler, cfg,
     elif cfg.noise_px > 0:
         sigma = torch.rand(cfg.batch, 1, 1, 1, generator=gen) * cfg.noise_px
         w[..., :2] += sigma * torch.randn(w[..., :2].shape, generator=gen)
-    return w, (sampler.focal[targets] if cfg.perspective else None)
+    return w, (sampler.focal[targets] if cfg.perspective else None), roll
