@@ -46,6 +46,15 @@ def test_h36m_own_spellings_read_as_videopose3ds():
     assert action_group("S9/WalkDog.cam1") == "WalkDog"
 
 
+def test_hdm05_views_group_by_motion_class():
+    assert action_group("hdm05_mm_squat1Reps_037.cam0") == "squat"
+    assert action_group("hdm05_tr_squat3Reps_002.cam1") == "squat"
+    assert action_group("hdm05_tr_depositFloorR_027.cam1") == "depositFloorR"
+    assert action_group("hdm05_bd_elbowToKnee1RepsLelbowStart_019.cam3") == "elbowToKnee"
+    assert action_group("hdm05_dg_lieDownFloor_001.cam0") == "lieDownFloor"
+    assert action_group("dataset-1_walk-left_angry_001.cam2") == "walk-left"  # not HDM05
+
+
 def test_views_from_import_h36m_group_by_action(tmp_path):
     g = np.random.default_rng(0)
     actions = ("Directions", "Directions 1", "Photo 1", "Sitting 1", "SittingDown",

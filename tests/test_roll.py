@@ -140,3 +140,25 @@ def test_distillation_rolls_the_students_chunks_and_turns_the_teachers_targets(s
     torch.testing.assert_close(w, roll_2d(plain[0], roll))  # the same chunks, turned
     torch.testing.assert_close(Xt, roll_3d(plain[1], roll))  # the unturned chunks' targets
     torch.testing.assert_close(st, plain[2])
+
+
+def test_rolled_views_are_the_motion_seen_by_rolled_cameras(sample_views):
+    """scripts/roll_views.py: the rolled 2D is the projection of the rolled 3D, which is the
+    world motion seen through the rolled extrinsics; 0 degrees changes nothing."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts/roll_views.py"
+    spec = importlib.util.spec_from_file_location("roll_views", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    v = next(iter(sample_views.values()))
+    r = mod.roll_view(v, 90.0)
+    K = v.intrinsics.astype(np.float64)
+    p = r.kp3d.astype(np.float64) @ K.T
+    np.testing.assert_allclose(r.kp2d[..., :2], p[..., :2] / p[..., 2:], atol=0.02)
+    world = np.einsum("ij,tkj->tki", v.extrinsics[:, :3].T, v.kp3d - v.extrinsics[:, 3])
+    again = world @ r.extrinsics[:, :3].T.astype(np.float64) + r.extrinsics[:, 3]
+    np.testing.assert_allclose(again, r.kp3d, atol=0.05)
+    assert np.abs(r.kp2d - v.kp2d).mean() > 20  # px: it turned
+    np.testing.assert_allclose(mod.roll_view(v, 0.0).kp2d, v.kp2d, atol=1e-3)

@@ -6,9 +6,11 @@ first/last frame, as a stream's ring buffer does), so the first frames of a view
 Action groups come from view names: keep what follows the last '/', drop a trailing camera
 (`.camK`, or whatever follows the last '.': Human3.6M's `.54138969`), split on '_' and ' ',
 drop `dataset-N` tokens; the first remaining token is the group (Human3.6M's `TakingPhoto` and
-`WalkingDog` read as VideoPose3D's `Photo` and `WalkDog`).
+`WalkingDog` read as VideoPose3D's `Photo` and `WalkDog`). HDM05's `hdm05_ACTOR_MOTION_TAKE`
+names group by motion class, its repetition count and start side dropped.
 `dataset-1_walk-left_angry_001.cam2` -> `walk-left`; `salsa_01.cam0` -> `salsa`;
-`S9/Walking 1.cam2` -> `Walking`; `S9/Directions_1.54138969` -> `Directions`.
+`S9/Walking 1.cam2` -> `Walking`; `S9/Directions_1.54138969` -> `Directions`;
+`hdm05_mm_squat1Reps_037.cam0` -> `squat`; `hdm05_tr_depositFloorR_027.cam1` -> `depositFloorR`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def action_group(view_name: str) -> str:
     seq = view_name.rsplit("/", 1)[-1]
     seq = re.sub(r"\.[^._ ]+$", "", seq) or seq  # the camera: `.cam2`, `.54138969`
     tokens = [t for t in re.split(r"[_ ]+", seq) if t and not re.fullmatch(r"dataset-\d+", t)]
+    if len(tokens) == 4 and tokens[0] == "hdm05":  # hdm05_ACTOR_MOTION_TAKE
+        return re.sub(r"\d.*$", "", tokens[2]) or tokens[2]  # squat1Reps -> squat
     group = tokens[0] if tokens else seq
     # Human3.6M's own spelling of two actions that VideoPose3D's files (prepare_data_h36m.py) rename
     return {"TakingPhoto": "Photo", "WalkingDog": "WalkDog"}.get(group, group)
