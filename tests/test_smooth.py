@@ -61,3 +61,5 @@ def test_the_script_writes_the_views_smoothed_and_the_rest_as_it_was(view, tmp_p
     np.testing.assert_array_equal(v.intrinsics, view.intrinsics)
     want = smooth.one_euro(noisy[..., :2], view.fps, gate=(0.01, 0.04))
     np.testing.assert_allclose(v.kp2d[..., :2], want, atol=1e-3)
+    from streamlift.cli import main  # the docs' next command: eval on the smoothed views
+    assert main(["eval", "--data", str(tmp_path / "s.npz"), "--threads", "1", "--quiet"]) == 0
