@@ -9,6 +9,7 @@ matrix multiply on the same device — so "fraction of peak" needs no datasheet.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -16,6 +17,7 @@ from benchmarks.harness import Result, measure, result
 from benchmarks.videopose3d import VideoPose3D, receptive_field_config
 from streamlift.serve.runner import Runner, skeleton_fn
 from streamlift.lifter.model import LifterConfig, NRSfMFormer, load_lifter
+from streamlift.smoothing import Smoother
 
 
 def count_flops(fn, *args) -> int:
@@ -104,7 +106,8 @@ def _stream_cases(shipped: NRSfMFormer, batches, device, repeats: int, peak: flo
                   log) -> list[Result]:
     """Per new frame: the shipped streaming lifter's `step` (state cached per stream) against a
     window recompute of the shipped windowed lifter and VideoPose3D (RF 27), side by side in one
-    run; and the step as the server runs it (`_served_step`)."""
+    run; the step as the server runs it (`_served_step`); and the 2D smoothing the server runs
+    on each new frame before it (`_smoothing`, numpy on the host)."""
     from streamlift.lifter.model import metric_scale
 
     rows: list[Result] = []
@@ -148,13 +151,31 @@ def _stream_cases(shipped: NRSfMFormer, batches, device, repeats: int, peak: flo
                         vs_eager_step=round(t_step.median / t_served.median, 2),
                         vs_window_recompute=round(t_window.median / t_served.median, 2),
                         vs_videopose3d=round(t_peer.median / t_served.median, 2)))
+        rows.append(smoothed := _smoothing(frame, fconf, repeats, sizes, t_served))
         rows.append(row("streamlift window recompute", t_window, window_flops))
         rows.append(row(f"videopose3d rf{T}", t_peer, peer_flops))
         log(f"  per new frame B={B}: step {t_step.median:.3f} ms, {served.split('(')[1][:-1]} "
             f"{t_served.median:.3f} ms, window recompute {t_window.median:.3f} ms "
-            f"({t_window.median / t_step.median:.1f}x), videopose3d {t_peer.median:.3f} ms; "
+            f"({t_window.median / t_step.median:.1f}x), videopose3d {t_peer.median:.3f} ms, "
+            f"2D smoothing {smoothed.median:.3f} ms; "
             f"FLOPs window/step {window_flops / flops:.1f}x")
     return rows
+
+
+def _smoothing(frame: torch.Tensor, fconf: torch.Tensor, repeats: int, sizes: dict,
+               t_served) -> Result:
+    """The server's 2D filter (`streamlift.smoothing.Smoother`, gated) on one new frame of each
+    of B streams, a frame interval apart each call (the cost is the same with the gate shut),
+    against the served step."""
+    B = len(frame)
+    sm, rows = Smoother(B, frame.shape[1]), np.arange(B)
+    x, c = frame.cpu().numpy(), fconf.cpu().numpy()
+    clock = iter(np.arange(10_000) / 30.0)
+    t = measure(lambda: sm(rows, x, c, np.full(B, next(clock))), torch.device("cpu"),
+                repeats=repeats)
+    return result("model", "per new frame", "streamlift 2D smoothing (numpy)", sizes, t,
+                  us_per_frame=round(1e3 * t.median / B, 2),
+                  vs_served_step=round(t.median / t_served.median, 3))
 
 
 def _case(fn, peer, graphs, ort, B: int, T: int, J: int, device, repeats: int, peak: float,

@@ -168,7 +168,8 @@ def test_a_bug_on_one_message_or_tick_costs_only_that(monkeypatch):
     counted, and the server and every other stream carry on."""
     lines = []
     model = tiny()
-    server = Server(model, ServerConfig(input=ANY, output=ANY, threads=1, max_latency_ms=0),
+    server = Server(model, ServerConfig(input=ANY, output=ANY, threads=1, max_latency_ms=0,
+                                        smooth="off"),  # compared with lift_sequence
                     "cpu", log=lines.append)
     admit, push = server._admit, None
 

@@ -33,10 +33,13 @@ def tiny(mode="causal", window=9, seed=0):
 
 def serve(model, **kw):
     """A live server; it never sheds frames for latency unless asked (these tests compare every
-    frame with offline inference, and a loaded CI machine may lag)."""
+    frame with offline inference, and a loaded CI machine may lag) and lifts the 2D as it comes
+    unless asked (`motion`'s jitter would open the smoothing gate; the filter in front of the
+    lifter is tested in test_smooth.py and test_engine_stream.py)."""
     cfg = ServerConfig(input=kw.pop("input", ANY), output=kw.pop("output", ANY), threads=1,
                        height_m=kw.pop("height_m", HEIGHT),
-                       max_latency_ms=kw.pop("max_latency_ms", 0.0), **kw)
+                       max_latency_ms=kw.pop("max_latency_ms", 0.0),
+                       smooth=kw.pop("smooth", "off"), **kw)
     return Server(model, cfg, "cpu", log=lambda line: None).start()
 
 
@@ -465,6 +468,7 @@ def test_push_producers_and_stats_and_ping():
 def run_compute(model, items, **cfg):
     """Drive the compute loop synchronously on a list of queue items; return what it publishes."""
     cfg.setdefault("max_latency_ms", 0.0)
+    cfg.setdefault("smooth", "off")  # as serve(): the lifting path on the 2D as it comes
     server = Server(model, ServerConfig(height_m=HEIGHT, **cfg), "cpu", log=lambda line: None)
     server._build(cfg.get("backend") or "eager")
     for it in items:

@@ -10,7 +10,8 @@ import torch
 from streamlift.lifter.stream import StreamConfig, StreamingNRSfMFormer
 from streamlift.lifter.traced import TracedStep
 from streamlift.serve.clients import Producer, Subscriber
-from streamlift.serve.messages import EndIn, Ended, SkeletonBatch
+from streamlift.serve import protocol as P
+from streamlift.serve.messages import EndIn, Ended, FrameIn, SkeletonBatch
 from streamlift.serve.server import CATCH_UP, Server, ServerConfig
 from streamlift.serve.runner import StepRunner
 
@@ -69,6 +70,7 @@ def test_live_streams_equal_offline_streaming_inference(backend, sizes, lookahea
 
 
 def _server(model, **cfg):
+    cfg.setdefault("smooth", "off")  # as serve(): the lifting path on the 2D as it comes
     server = Server(model, ServerConfig(height_m=HEIGHT, max_latency_ms=0.0, **cfg), "cpu",
                     log=lambda line: None)
     server._build("eager")
@@ -296,3 +298,31 @@ def test_cuda_graph_step_runner_matches_eager():
     for a, b in zip(graphs.state.tensors(), eager.state.tensors()):
         torch.testing.assert_close(a[:, :12] if a.dim() == 6 else a[:12],
                                    b[:, :12] if b.dim() == 6 else b[:12], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["streaming", "windowed"])
+def test_the_server_smooths_each_streams_2d_as_eval_does(kind):
+    """The default server (--smooth gated) on jittery 2D with a few missing joints, two streams
+    interleaved at 30 fps by their capture times: every skeleton equals lifting the stream's 2D
+    filtered alone (`smooth_sequence`, what `eval` runs); it differs from the 2D unfiltered."""
+    from streamlift.smoothing import smooth_sequence
+    from test_engine_server import tiny
+
+    model = tiny_stream() if kind == "streaming" else tiny("causal")
+    seqs = {"a": motion(40, 1), "b": motion(33, 2)}
+    seqs["a"][10:14, 3, 2] = 0.0  # unseen joints
+    items = []
+    for t in range(40):
+        for s, kp in seqs.items():
+            if t < len(kp):
+                items.append(FrameIn(P.Frame(s, t, 1e9 + t / 30, kp[t, :, :2], kp[t, :, 2]),
+                                     1e9 + t / 30))
+    items += [EndIn(s, "end") for s in seqs]
+    out, _ = run_compute(model, items, smooth="gated")
+    for s, kp in seqs.items():
+        seq, joints = published(out, s)
+        assert seq == list(range(len(kp)))
+        sm = kp.copy()
+        sm[..., :2] = smooth_sequence(kp[..., :2], kp[..., 2], 30.0)
+        np.testing.assert_allclose(joints, offline(model, sm), atol=2e-5)
+        assert np.abs(joints - offline(model, kp)).max() > 1e-3  # the gate opened

@@ -21,6 +21,7 @@ LEVELS = {
     "streamlift.geometry": 1, "streamlift.device": 1, "streamlift.progress": 1,
     "streamlift.sources": 1,
     "streamlift.windows": 2, "streamlift.metrics": 2, "streamlift.virtual_camera": 2,
+    "streamlift.smoothing": 2,
     "streamlift.checkpoint": 2, "streamlift.data": 2, "streamlift.rig": 2,
     "streamlift.lifter": 3, "streamlift.prior": 3,
     "streamlift.train": 4, "streamlift.eval": 4, "streamlift.serve": 4, "streamlift.viz": 4,

@@ -95,7 +95,7 @@ def test_a_server_on_onnxruntime_publishes_what_torch_computes(tmp_path):
     lifted = O.OnnxLifter(O.export_onnx(model, tmp_path / "s.onnx"))
     kp = motion(30, 4)
     cfg = ServerConfig(input="tcp://127.0.0.1:*", output="tcp://127.0.0.1:*", threads=1,
-                       max_latency_ms=0.0)
+                       max_latency_ms=0.0, smooth="off")  # compared with lift_sequence
     with Server(lifted, cfg, "cpu", log=lambda line: None) as server:
         sub, p = Subscriber(server.output_endpoint), Producer(server.input_endpoint)
         handshake(p, sub)

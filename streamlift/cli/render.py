@@ -27,7 +27,7 @@ def cmd_render(a: argparse.Namespace) -> int:
     dev = device(a.device, a.threads)
     model, weights = load_model(a.weights, dev, mode=a.mode)
     res = render_view(model, view, name, out, frames, dev, a.fps, a.size, a.second_view,
-                      1000.0 * a.height_m, progress=not a.quiet)
+                      1000.0 * a.height_m, progress=not a.quiet, smooth=a.smooth)
     print(report(res, where, f"{model.cfg.mode} lifter {weights.name}"))
     return 0
 
@@ -41,5 +41,7 @@ def add_command(sub) -> None:
            "(the shipped lifter is causal)")
     add_config(r, SERVER, "height_m", height_m="height the skeleton is drawn at when the view "
                "has no ground truth (with ground truth: its median height, as eval uses)")
+    add_config(r, SERVER, "smooth", smooth="filter the view's 2D before lifting, as `serve "
+               "--smooth` does: 'gated' only 2D that jitters, 'on' always, 'off' never")
     add_config(r, "streamlift.viz.options:Drawing")
     shared(r, "threads", quiet="no progress bar for clips")

@@ -19,7 +19,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
     dev = device(a.device)
     model, path = load_model(a.weights, dev, a.window, a.mode, a.backend)
-    cfg = ServerConfig(**given(a, SERVING + " height_m threads workers"),
+    cfg = ServerConfig(**given(a, SERVING + " height_m threads workers smooth"),
                        backend="eager" if a.no_graphs or dev.type != "cuda" else "graphs")
     serve_until_stopped(Server(model, cfg, dev), path.name, a.stats_every)
     return 0
@@ -75,6 +75,7 @@ def _add_serve(sub) -> None:
     shared(s, "weights", "backend", device=DEVICE)
     add_config(s, SERVER, "height_m threads workers")
     add_config(s, OPTIONS + "ServeOptions", "window mode")
+    add_config(s, SERVER, "smooth")
     add_config(s, SERVER, "max_streams idle_timeout_s max_message_bytes backlog max_latency_ms "
                "pub_hwm heartbeat_s curve_secret curve_clients record_2d record_2d_max_frames")
     add_config(s, OPTIONS + "ServeOptions", "no_graphs stats_every")

@@ -26,6 +26,7 @@ from streamlift.metrics import mpjpe, n_mpjpe, pa_mpjpe
 from streamlift.lifter.model import NRSfMFormer, metric_scale, skeleton_height
 from streamlift.progress import bar as progress_bar
 from streamlift.lifter.infer import lift_sequence
+from streamlift.smoothing import SmoothConfig, smooth_config, smooth_views
 
 
 def action_group(view_name: str) -> str:
@@ -41,7 +42,8 @@ def action_group(view_name: str) -> str:
 
 
 def evaluate(model: NRSfMFormer, views: dict[str, View], device="cpu", batch: int | None = None,
-             progress: bool = True, intrinsics: bool = True, every: int = 1) -> dict:
+             progress: bool = True, intrinsics: bool = True, every: int = 1,
+             smooth: SmoothConfig | None = None) -> dict:
     """MPJPE, N-MPJPE, PA-MPJPE (mm) overall and per action group.
 
     MPJPE needs an absolute scale, which a monocular lifter cannot know: the prediction is
@@ -52,7 +54,8 @@ def evaluate(model: NRSfMFormer, views: dict[str, View], device="cpu", batch: in
     the subject (`streamlift.virtual_camera`); False lifts every view as if the subject were on
     the optical axis. `virtual_camera_views` in the result counts the views lifted that way.
     `every`: score frames 0, every, 2 every, ... of each view only (each estimated as it is
-    when every frame is scored).
+    when every frame is scored). `smooth`: filter the 2D first, as the server does
+    (`streamlift.smoothing`).
     """
     missing = [n for n, v in views.items() if v.kp3d is None]
     if missing:
@@ -61,13 +64,14 @@ def evaluate(model: NRSfMFormer, views: dict[str, View], device="cpu", batch: in
     sums = {"mpjpe": 0.0, "n_mpjpe": 0.0, "pa_mpjpe": 0.0}
     frames = lifted_virtual = 0
     total = sum(v.frames for v in views.values())
+    kp2d = smooth_views(views, smooth)
     with progress_bar(total, "eval", "frame", progress) as bar:
         for name, v in views.items():
             K = v.intrinsics if intrinsics else None
             lifted_virtual += K is not None
             scored = None if every == 1 else np.arange(0, v.frames, every)
             try:
-                pred = lift_sequence(model, v.kp2d, batch, device, frames=scored, K=K)
+                pred = lift_sequence(model, kp2d[name], batch, device, frames=scored, K=K)
             except ValueError as e:  # a camera matrix that is not a pinhole K
                 raise UserError(f"view {name!r}: {e}") from None
             pred = torch.from_numpy(pred).double()
@@ -113,7 +117,8 @@ def evaluate_file(model: NRSfMFormer, weights, c, device="cpu", progress: bool =
     from streamlift.data import load_views
 
     res = evaluate(model, load_views(c.data), device, c.batch, progress=progress,
-                   intrinsics=not c.no_intrinsics, every=c.every)
+                   intrinsics=not c.no_intrinsics, every=c.every,
+                   smooth=smooth_config(c.smooth))
     mode, window = model.cfg.mode, model.cfg.window
     kind = getattr(model.cfg, "kind", "windowed")
     scored = f"{res['frames']:,} frames" + (f" (every {c.every}th)" if c.every > 1 else "")
@@ -121,6 +126,7 @@ def evaluate_file(model: NRSfMFormer, weights, c, device="cpu", progress: bool =
             f"window {window}, weights {weights}\n"
             f"virtual camera (the views' intrinsics): {res['virtual_camera_views']} of "
             f"{res['views']} views" + (" (--no-intrinsics)" if c.no_intrinsics else "")
+            + f"; 2D smoothing: {c.smooth}"
             + "\n" + format_table(res))
     return text, {**res, "kind": kind, "mode": mode, "window": window, "weights": str(weights),
-                  "data": str(c.data), "every": c.every}
+                  "data": str(c.data), "every": c.every, "smooth": c.smooth}

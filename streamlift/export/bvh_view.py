@@ -10,6 +10,7 @@ from streamlift.lifter.infer import lift_sequence
 from streamlift.lifter.model import metric_scale
 from streamlift.rig.bvh import write_bvh
 from streamlift.rig.rotations import Rig, forward_kinematics, solve, to_rig
+from streamlift.smoothing import smooth_config, smooth_views
 
 
 def fk_report(rig: Rig, local: np.ndarray, joints: np.ndarray) -> str:
@@ -34,7 +35,8 @@ def export_view(model, c, device, progress: bool = True) -> str:
     view = views[name]
     if not view.fps:
         raise UserError(f"{name} has no frame rate; a BVH needs one")
-    X = lift_sequence(model, view.kp2d, device=device, K=view.intrinsics)  # (N, 17, 3)
+    kp2d = smooth_views({name: view}, smooth_config(c.smooth))[name]
+    X = lift_sequence(model, kp2d, device=device, K=view.intrinsics)  # (N, 17, 3)
     P = to_rig(metric_scale(torch.from_numpy(X), 1000.0 * c.height_m).numpy())  # mm, Y-up
     rig = Rig.fit(P)
     _, L = solve(rig, P)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamlift.smoothing import MODES as SMOOTH_MODES
+
 
 @dataclass
 class ExportConfig:
@@ -24,6 +26,9 @@ class ExportConfig:
         "metavar": "NAME", "help": "the view of --views to lift (default: the first)"})
     height_m: float = field(default=1.70, metadata={
         "type": "positive_float", "help": "the subject's height in the BVH, metres"})
+    smooth: str = field(default="gated", metadata={
+        "choices": SMOOTH_MODES, "help": "--bvh: filter the view's 2D before lifting, "
+        "as `serve --smooth` does: 'gated' only 2D that jitters, 'on' always, 'off' never"})
     up: str = field(default="y", metadata={
         "choices": ["y", "z"],
         "help": "the BVH's up axis: y (Blender's BVH importer default, most game engines) or z"})

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamlift.serve.protocol import MAX_MESSAGE_BYTES
+from streamlift.smoothing import MODES as SMOOTH_MODES
 
 # CUDA-graph batch sizes: a tick's batch is padded to the next size up
 DEFAULT_LADDER = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -23,6 +24,12 @@ class ServerConfig:
     pull: str | None = field(default=None, metadata={
         "help": "also bind a PULL endpoint for PUSH producers (their errors are only counted: "
                 "PUSH cannot receive replies)"})
+    smooth: str = field(default="gated", metadata={
+        "choices": SMOOTH_MODES,
+        "help": "filter each stream's 2D before lifting with a causal One-Euro filter "
+                "(streamlift.smoothing): 'gated' only once the stream's 2D jitters (a noisy "
+                "detector; exact or smooth 2D mostly passes bit for bit), 'on' always, 'off' "
+                "never"})
     height_m: float = field(default=1.70, metadata={
         "help": "subject height the skeletons are scaled to, metres (a monocular lifter only "
                 "knows shape up to scale)", "type": "positive_float"})

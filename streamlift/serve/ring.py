@@ -3,7 +3,9 @@
 Every stream owns a slot; a slot holds the stream's last `capacity` frames (keypoints,
 confidences, seq, timestamps, and the rotation from the frame's virtual camera back to the real
 one: the identity unless the stream sent intrinsics), indexed by the frame's absolute position
-in the stream modulo `capacity`. A window is gathered for many streams at once with one fancy
+in the stream modulo `capacity`. With a `SmoothConfig` each stream's 2D goes through the
+jitter-gated One-Euro filter (`streamlift.smoothing`, its state per slot, cleared when a slot is
+handed out) before anything reads it, the frames of a tick filtered together. A window is gathered for many streams at once with one fancy
 index, by the window rule of `streamlift.windows`: positions before the stream's first frame
 repeat the first frame, positions after its last frame (only once the stream has ended) repeat
 the last frame.
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streamlift.skeleton import H36M17
+from streamlift.smoothing import SmoothConfig, Smoother
 from streamlift.virtual_camera import to_virtual
 from streamlift.windows import window_offsets
 
@@ -41,7 +44,8 @@ class StreamState:
 
 
 class RingStore:
-    def __init__(self, max_streams: int, capacity: int, joints: int = H36M17.num_joints):
+    def __init__(self, max_streams: int, capacity: int, joints: int = H36M17.num_joints,
+                 smooth: SmoothConfig | None = None):
         self.capacity = capacity
         self.kp = np.zeros((max_streams, capacity, joints, 2), np.float32)
         self.conf = np.zeros((max_streams, capacity, joints), np.float32)
@@ -51,6 +55,8 @@ class RingStore:
         self.rot = np.zeros((max_streams, capacity, 3, 3), np.float32)  # virtual -> real camera
         self.virtual = np.zeros((max_streams, capacity), bool)  # seen through a virtual camera
         self._pending: list[tuple[int, int, np.ndarray]] = []  # (slot, index, K) to re-project
+        self.smoother = None if smooth is None else Smoother(max_streams, joints, smooth)
+        self._unsmoothed: list[tuple[int, int]] = []  # (slot, index) in the order pushed
         self._free = list(range(max_streams - 1, -1, -1))  # pop() hands out slot 0 first
 
     @property
@@ -60,7 +66,10 @@ class RingStore:
     def open(self, name: str) -> StreamState:
         if not self._free:
             raise RuntimeError("no free stream slot")  # the ingest thread caps streams first
-        return StreamState(name, self._free.pop())
+        slot = self._free.pop()
+        if self.smoother is not None:
+            self.smoother.reset(slot)
+        return StreamState(name, slot)
 
     def close(self, st: StreamState) -> None:
         """Free st's slot (once: closing a closed stream does nothing)."""
@@ -84,13 +93,19 @@ class RingStore:
         self.t_receive[st.slot, i] = t_receive
         self.rot[st.slot, i] = _EYE
         self.virtual[st.slot, i] = st.K is not None
+        if self.smoother is not None:
+            self._unsmoothed.append((st.slot, i))
         if st.K is not None:
             self._pending.append((st.slot, i, st.K))
         st.n += 1
 
     def prepare(self) -> None:
-        """Re-project the frames pushed with a camera matrix since the last call into their
-        virtual cameras, all in one batched call (one frame at a time costs ~40x more)."""
+        """Smooth the frames pushed since the last call (if smoothing: one batched call per
+        round, round r filtering every stream's r-th new frame), then re-project those pushed
+        with a camera matrix into their virtual cameras, all in one batched call (one frame at
+        a time costs ~40x more)."""
+        if self._unsmoothed:
+            self._smooth()
         if not self._pending:
             return
         slots, idx, Ks = zip(*self._pending)
@@ -99,6 +114,19 @@ class RingStore:
         kpc = np.concatenate([self.kp[s, i], self.conf[s, i][..., None]], axis=-1)  # (n, J, 3)
         kpv, R = to_virtual(kpc, np.stack(Ks), checked=True)  # checked as each frame arrived
         self.kp[s, i], self.rot[s, i] = kpv[..., :2], R
+
+    def _smooth(self) -> None:
+        todo = np.array(self._unsmoothed, np.int64)  # (n, 2): slot, index, in the order pushed
+        self._unsmoothed.clear()
+        count: dict[int, int] = {}
+        rank = np.empty(len(todo), np.int64)  # the entry is its slot's rank-th new frame
+        for k, slot in enumerate(todo[:, 0].tolist()):
+            rank[k] = count.get(slot, 0)
+            count[slot] = rank[k] + 1
+        for r in range(int(rank.max()) + 1):
+            s, i = todo[rank == r].T
+            self.kp[s, i] = self.smoother(s, self.kp[s, i], self.conf[s, i],
+                                          self.t_capture[s, i])
 
     def windows(self, slots: np.ndarray, targets: np.ndarray, n: np.ndarray, window: int,
                 mode: str) -> tuple[np.ndarray, np.ndarray]:

@@ -41,6 +41,7 @@ from streamlift.serve.shed import TickCost, plan
 from streamlift.errors import UserError
 from streamlift.lifter.model import NRSfMFormer
 from streamlift.lifter.stream import StreamingNRSfMFormer
+from streamlift.smoothing import smooth_config
 from streamlift.serve.stats import Stats
 from streamlift.virtual_camera import from_virtual
 from streamlift.windows import lookahead, target_index
@@ -192,7 +193,8 @@ class Server:
             self.runner = Runner(skeleton_fn(self.model, cfg.height_m), self.window, J,
                                  self.device, backend, cfg.sizes)
         # a target's window (or a streaming state's priming frames) and --max-lag behind it
-        self.ring = RingStore(cfg.max_streams, self.back + 1 + self.lookahead + cfg.backlog, J)
+        self.ring = RingStore(cfg.max_streams, self.back + 1 + self.lookahead + cfg.backlog, J,
+                              smooth_config(cfg.smooth))
 
     def _guard(self, fn):
         def run(*args):

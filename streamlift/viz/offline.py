@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamlift.smoothing import smooth_config, smooth_views
 from streamlift.viz.draw import FrameInfo, Renderer, camera_up
 from streamlift.viz.video import ClipWriter, write_png
 
@@ -23,8 +24,10 @@ class RenderResult:
 
 def render_view(model, view, name: str, out: Path, frames: list[int], device="cpu",
                 fps: float | None = None, size: int = 480, second: str = "side",
-                height_mm: float = 1700.0, progress: bool = True) -> RenderResult:
-    """Lift `frames` of one View with `model` and write them as a .png (one frame) or .mp4."""
+                height_mm: float = 1700.0, progress: bool = True,
+                smooth: str = "gated") -> RenderResult:
+    """Lift `frames` of one View with `model` and write them as a .png (one frame) or .mp4,
+    the 2D smoothed first as `serve --smooth` would (a mode of `streamlift.smoothing`)."""
     import torch
 
     from streamlift.metrics import n_mpjpe, pa_mpjpe
@@ -35,7 +38,8 @@ def render_view(model, view, name: str, out: Path, frames: list[int], device="cp
     out = Path(out)
     fr = np.asarray(frames, np.int64)
     # a view with intrinsics is lifted through the virtual camera, as `streamlift eval` lifts it
-    pred = torch.from_numpy(lift_sequence(model, view.kp2d, device=device, frames=fr,
+    kp2d = smooth_views({name: view}, smooth_config(smooth))[name]
+    pred = torch.from_numpy(lift_sequence(model, kp2d, device=device, frames=fr,
                                           K=view.intrinsics)).double()
     errs = None
     if view.kp3d is not None:
