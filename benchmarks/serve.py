@@ -123,6 +123,7 @@ def bench_serve(a, log=None) -> dict:
     cfg = ServerConfig(input="tcp://127.0.0.1:*", output="tcp://127.0.0.1:*",
                        max_streams=a.streams, threads=a.threads, idle_timeout_s=60.0,
                        workers=getattr(a, "workers", None),
+                       smooth=getattr(a, "smooth", "gated"),
                        backend="graphs" if device.type == "cuda" and not a.no_graphs
                        else "eager")
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -205,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="threads a streaming step on CPU is split over (default: the "
                                 "server's)")
             q.add_argument("--no-graphs", action="store_true", help="eager on CUDA")
+            q.add_argument("--smooth", choices=("gated", "on", "off"), default="gated",
+                           help="the server's 2D smoothing (`serve --smooth`)")
         else:
             q.add_argument("--sizes", type=ladder, default=(1, 2, 4, 8, 16, 32, 64),
                            help="batch sizes (comma-separated)")
