@@ -122,8 +122,7 @@ def bench_serve(a, log=None) -> dict:
     model, path = load_lifter(a.weights, device)
     cfg = ServerConfig(input="tcp://127.0.0.1:*", output="tcp://127.0.0.1:*",
                        max_streams=a.streams, threads=a.threads, idle_timeout_s=60.0,
-                       workers=getattr(a, "workers", None),
-                       smooth=getattr(a, "smooth", "gated"),
+                       workers=getattr(a, "workers", None), smooth=getattr(a, "smooth", "gated"),
                        backend="graphs" if device.type == "cuda" and not a.no_graphs
                        else "eager")
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
