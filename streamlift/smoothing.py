@@ -93,8 +93,9 @@ class Smoother:
         vis = np.asarray(conf) > 0  # (B, J)
         seen = np.where(vis, np.minimum(self.seen[slots] + 1, 3), 0)
         fresh = (seen == 1)[..., None]  # a joint's first frame (in a row): starts afresh
-        y = np.where(fresh, x, self.y[slots])
-        dx = np.where(fresh, 0.0, self.dx[slots])
+        y0, dx0 = self.y[slots], self.dx[slots]  # gathered once: read here, kept below
+        y = np.where(fresh, x, y0)
+        dx = np.where(fresh, 0.0, dx0)
         dt = t - self.t_last[slots]
         te = np.where(np.isfinite(dt), np.clip(dt, TE_MIN, TE_MAX), TE_FIRST)[:, None, None]
         n = np.maximum(vis.sum(1), 1)[:, None]  # (B, 1)
@@ -106,8 +107,8 @@ class Smoother:
         a = _alpha(f, te)
         y = a * x + (1 - a) * y
         keep = vis[..., None]
-        self.y[slots] = np.where(keep, y, self.y[slots])
-        self.dx[slots] = np.where(keep, dx, self.dx[slots])
+        self.y[slots] = np.where(keep, y, y0)
+        self.dx[slots] = np.where(keep, dx, dx0)
         if c.gate is None:
             out = np.where(keep, y, x)
         else:

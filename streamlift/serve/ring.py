@@ -5,7 +5,8 @@ confidences, seq, timestamps, and the rotation from the frame's virtual camera b
 one: the identity unless the stream sent intrinsics), indexed by the frame's absolute position
 in the stream modulo `capacity`. With a `SmoothConfig` each stream's 2D goes through the
 jitter-gated One-Euro filter (`streamlift.smoothing`, its state per slot, cleared when a slot is
-handed out) before anything reads it, the frames of a tick filtered together. A window is gathered for many streams at once with one fancy
+handed out) before anything reads it, the frames of a tick filtered together. A window is
+gathered for many streams at once with one fancy
 index, by the window rule of `streamlift.windows`: positions before the stream's first frame
 repeat the first frame, positions after its last frame (only once the stream has ended) repeat
 the last frame.
