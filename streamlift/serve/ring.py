@@ -6,8 +6,7 @@ one: the identity unless the stream sent intrinsics), indexed by the frame's abs
 in the stream modulo `capacity`. With a `SmoothConfig` each stream's 2D goes through the
 jitter-gated One-Euro filter (`streamlift.smoothing`, its state per slot, cleared when a slot is
 handed out) before anything reads it, the frames of a tick filtered together. A window is
-gathered for many streams at once with one fancy
-index, by the window rule of `streamlift.windows`: positions before the stream's first frame
+gathered for many streams at once with one fancy index, by the window rule of `streamlift.windows`: positions before the stream's first frame
 repeat the first frame, positions after its last frame (only once the stream has ended) repeat
 the last frame.
 """
