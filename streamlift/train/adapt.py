@@ -31,6 +31,7 @@ from streamlift.lifter.model import FORMAT, LifterConfig, NRSfMFormer, require_w
 from streamlift.progress import bar as progress_bar
 from streamlift.train.lifter import loss_terms
 from streamlift.train.loop import Optimiser
+from streamlift.train.multiview import Partners, consistency, sequence_of
 from streamlift.train.sampler import WindowSampler, draw_batch, roll_2d, roll_3d
 
 # the unsupervised losses of the shipped lifter's fine-tunes (docs/training.md) but
@@ -89,6 +90,11 @@ class AdaptConfig:
         "2D unturned, turned by the same roll (0: only the user's own rolls)"})
     roll_prob: float = field(default=0.5, metadata={
         "type": "share", "help": "share of the windows that get a --roll-deg roll"})
+    multiview: float = field(default=0.0, metadata={
+        "type": "non_negative", "help": "weight of the multi-view consistency loss: views of "
+        "one sequence filmed at once by several cameras (one views file, names SEQUENCE.camK, "
+        "as many frames) must lift to one shape (streamlift.train.multiview); half of each "
+        "batch is such pairs (0: off; 2D of a single camera needs it off)"})
     flip_prob: float = 0.5
     balance: str = "frames"
     perspective: bool = True
@@ -107,13 +113,15 @@ def orientation_anchor(X: torch.Tensor, X0: torch.Tensor) -> torch.Tensor:
     return skew.square().sum(dim=(-1, -2)).mean()
 
 
-def split_views(views: dict[str, View], held_out: float,
-                min_frames: int) -> tuple[dict[str, View], dict[str, View]]:
+def split_views(views: dict[str, View], held_out: float, min_frames: int,
+                by_sequence: bool = False) -> tuple[dict[str, View], dict[str, View]]:
     """The user's 2D split into views to adapt on and held-out views to judge by, about
     `held_out` of the frames: a long view gives its last frames, a view too short to split
-    goes whole to one side (chosen by its name, so the split is the same every run). kp3d is
-    dropped: adapt never reads 3D."""
+    goes whole to one side (chosen by its name, so the split is the same every run; with
+    `by_sequence` by its sequence's name, so that synchronised views stay on one side and stay
+    pairs). kp3d is dropped: adapt never reads 3D."""
     fit, judge = {}, {}
+    side_key = (lambda n: sequence_of(n) or n) if by_sequence else (lambda n: n)  # noqa: E731
     for name, v in sorted(views.items()):
         n = v.frames
         cut = n - int(round(held_out * n))
@@ -123,7 +131,7 @@ def split_views(views: dict[str, View], held_out: float,
             fit[name] = part(0, n)
         elif cut >= min_frames and n - cut >= min_frames:
             fit[name], judge[name] = part(0, cut), part(cut, n)
-        elif zlib.crc32(name.encode()) % 1000 < 1000 * held_out:
+        elif zlib.crc32(side_key(name).encode()) % 1000 < 1000 * held_out:
             judge[name] = part(0, n)
         else:
             fit[name] = part(0, n)
@@ -138,20 +146,40 @@ def _losses(model, w, focal, prior, cfg: AdaptConfig, gen=None, roll=None) -> tu
 
 
 def _weighted(terms: dict, cfg: AdaptConfig) -> torch.Tensor:
-    return sum(cfg.weights.get(k, cfg.prior_weight if k == "prior" else cfg.anchor) * v
-               for k, v in terms.items())
+    extra = {"prior": cfg.prior_weight, "anchor": cfg.anchor, "multiview": cfg.multiview}
+    return sum(cfg.weights.get(k, extra.get(k)) * v for k, v in terms.items())
+
+
+def _pairs(partners: Partners, targets: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Target frames (n,) -> (2n,): them, then the same frames in another synchronised view."""
+    return torch.cat([targets, partners.of(targets, gen)])
+
+
+def _multiview(o, w: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The consistency of a batch laid out by `_pairs`: window i against window n + i."""
+    n = len(targets) // 2
+    conf = w[:n, ..., 2] * w[n:, ..., 2]  # (n, T, J): a joint missed in either counts 0
+    return consistency(o.X[:n], o.X[n:], conf, pairs=targets[n:] != targets[:n])
 
 
 @torch.no_grad()
-def _judge(model, sampler: WindowSampler, targets, prior, cfg: AdaptConfig) -> dict:
-    """Held-out reprojection and prior losses, with the same prior noise at every check."""
+def _judge(model, sampler: WindowSampler, targets, prior, cfg: AdaptConfig,
+           partners: Partners | None = None) -> dict:
+    """Held-out reprojection and prior losses (and with `partners` the multi-view
+    consistency), with the same prior noise and partners at every check."""
     model.eval()
     gen = torch.Generator().manual_seed(cfg.seed + 99)
     sums, n = {"reprojection": 0.0, "prior": 0.0}, 0
+    if partners is not None:
+        sums["multiview"] = 0.0
     for i in range(0, len(targets), 128):
         t = targets[i:i + 128]
+        if partners is not None:
+            t = _pairs(partners, t, gen)
         w = sampler.windows(t)
-        terms, _ = _losses(model, w, sampler.focal[t], prior, cfg, gen)
+        terms, o = _losses(model, w, sampler.focal[t], prior, cfg, gen)
+        if partners is not None:
+            terms["multiview"] = _multiview(o, w, t)
         for k in sums:
             if k in terms:
                 sums[k] += float(terms[k]) * len(t)
@@ -163,10 +191,12 @@ def _judge(model, sampler: WindowSampler, targets, prior, cfg: AdaptConfig) -> d
 def better(r: dict, best: dict, start: dict, cfg: AdaptConfig) -> bool:
     """Is check `r` better than `best`? Its held-out reprojection may not exceed the start's
     by more than `cfg.reprojection_tol` (a prior that pulls poses away from what the 2D
-    shows is not a gain), and its reprojection + prior_weight x prior must be lower."""
+    shows is not a gain), and its reprojection + prior_weight x prior (+ multiview x the
+    multi-view consistency) must be lower."""
     if r["reprojection"] > start["reprojection"] * (1 + cfg.reprojection_tol):
         return False
-    score = lambda c: c["reprojection"] + cfg.prior_weight * c["prior"]  # noqa: E731
+    score = lambda c: (c["reprojection"] + cfg.prior_weight * c["prior"]  # noqa: E731
+                       + cfg.multiview * c.get("multiview", 0.0))
     return score(r) < score(best)
 
 
@@ -179,6 +209,8 @@ class _Run:
     judge: WindowSampler | None
     targets: torch.Tensor | None
     prior: object
+    partners: Partners | None = None  # synchronised views to adapt on (--multiview)
+    judge_partners: Partners | None = None
 
 
 def _prepare(data: list[str], ck: dict, cfg: AdaptConfig, prior_path: str | None, log) -> _Run:
@@ -191,7 +223,7 @@ def _prepare(data: list[str], ck: dict, cfg: AdaptConfig, prior_path: str | None
     views = {}
     for p in data:
         views.update({f"{p}:{k}": v for k, v in load_views(p).items()})
-    fit, held = split_views(views, cfg.held_out, model_cfg.window)
+    fit, held = split_views(views, cfg.held_out, model_cfg.window, by_sequence=cfg.multiview > 0)
     if cfg.held_out > 0 and not held:
         raise UserError(f"no view is long enough to hold out {cfg.held_out:.0%} of it and keep "
                         f"{model_cfg.window} frames on each side; pass --held-out 0 (no guard)")
@@ -208,13 +240,53 @@ def _prepare(data: list[str], ck: dict, cfg: AdaptConfig, prior_path: str | None
     log(f"adapt: {len(fit)} views / {len(run.sampler):,} frames to adapt on, " +
         (f"{len(held)} held-out parts / {len(run.judge):,} frames to judge by" if held
          else "no held-out guard"))
+    _prepare_multiview(run, fit, held, cfg, log)
     return run
 
 
+def _prepare_multiview(run: _Run, fit: dict, held: dict, cfg: AdaptConfig, log) -> None:
+    """The synchronised views of the fit and held-out parts (split at the same frame, as
+    views of one length are), or a hint that they are there to use."""
+    partners = Partners(list(fit), [v.frames for v in fit.values()])
+    if cfg.multiview <= 0:
+        if partners.sequences:
+            log(f"adapt: {partners.paired_views} views are synchronised views of "
+                f"{partners.sequences} sequences; --multiview 1 would use that")
+        return
+    if not partners.sequences:
+        raise UserError("--multiview needs views of one sequence filmed at once by several "
+                        "cameras: names SEQUENCE.camK in one views file, as many frames each; "
+                        "none found (pass --multiview 0 for 2D of single cameras)")
+    if partners.mismatched:
+        log(f"adapt: {len(partners.mismatched)} views have another length than their "
+            f"sequence's first view and are not paired (e.g. {partners.mismatched[0]!r})")
+    run.partners = partners
+    if held:
+        judge = Partners(list(held), [v.frames for v in held.values()])
+        run.judge_partners = judge if judge.sequences else None
+    log(f"adapt: multi-view consistency on {partners.paired_views} views of "
+        f"{partners.sequences} sequences ({cfg.multiview:g} x)")
+
+
+def _draw(run: _Run, cfg: AdaptConfig, gen: torch.Generator):
+    """A batch of the user's windows (mirrored, rolled, lightly noised) and their target
+    frames; with synchronised views, half the batch and then the same frames in other views,
+    each pair mirrored together (`_pairs`)."""
+    targets = flip = None
+    if run.partners is not None:
+        half = max(cfg.batch // 2, 1)
+        targets = _pairs(run.partners, run.sampler.draw(half, gen, cfg.balance), gen)
+        flip = (torch.rand(half, generator=gen) < cfg.flip_prob).repeat(2)
+    w, focal, roll = draw_batch(run.sampler, cfg, gen, targets, flip)
+    return w, focal, roll, targets
+
+
 def _step(run: _Run, opt: Optimiser, cfg: AdaptConfig, gen: torch.Generator) -> None:
-    """One optimizer step on a batch of the user's windows (mirrored, rolled, lightly noised)."""
-    w, focal, roll = draw_batch(run.sampler, cfg, gen)
+    """One optimizer step on a batch of the user's windows (`_draw`)."""
+    w, focal, roll, targets = _draw(run, cfg, gen)
     terms, o = _losses(run.model, w, focal, run.prior, cfg, roll=roll)
+    if run.partners is not None:
+        terms["multiview"] = _multiview(o, w, targets)
     if cfg.anchor > 0:
         with torch.no_grad():
             if roll is None:
@@ -232,7 +304,8 @@ def _loop(run: _Run, cfg: AdaptConfig, progress: bool, log) -> tuple[list | None
     opt = Optimiser(run.model, cfg.lr, 1e-4, cfg.warmup_steps, cfg.steps)
     gen = torch.Generator().manual_seed(cfg.seed)
     checks = None if run.judge is None else [
-        {"step": 0, **_judge(run.model, run.judge, run.targets, run.prior, cfg)}]
+        {"step": 0, **_judge(run.model, run.judge, run.targets, run.prior, cfg,
+                                  run.judge_partners)}]
     best_state, chosen, since = copy.deepcopy(run.model.state_dict()), 0, 0
     with progress_bar(cfg.steps, "adapt", "step", progress) as b:
         for step in range(1, cfg.steps + 1):
@@ -241,11 +314,13 @@ def _loop(run: _Run, cfg: AdaptConfig, progress: bool, log) -> tuple[list | None
             if checks is None:
                 chosen = step
             elif step % cfg.check_every == 0 or step == cfg.steps:
-                r = {"step": step, **_judge(run.model, run.judge, run.targets, run.prior, cfg)}
+                r = {"step": step, **_judge(run.model, run.judge, run.targets, run.prior, cfg,
+                                  run.judge_partners)}
                 best = next(c for c in checks if c["step"] == chosen)
                 checks.append(r)
                 b.set_postfix_str(f"held-out reprojection {r['reprojection']:.4f} prior "
-                                  f"{r['prior']:.4f}", refresh=False)
+                                  f"{r['prior']:.4f}" + (f" multiview {r['multiview']:.4f}"
+                                  if "multiview" in r else ""), refresh=False)
                 if better(r, best, checks[0], cfg):
                     chosen, since, best_state = step, 0, copy.deepcopy(run.model.state_dict())
                 elif (since := since + 1) >= cfg.patience:
@@ -274,7 +349,9 @@ def adapt(data: list[str], weights: str, out: str, cfg: AdaptConfig, prior_path:
         log("adapt: the starting weights were best on the held-out 2D; they are kept"
             if chosen == 0 else
             f"adapt: kept step {chosen}: held-out reprojection {first['reprojection']:.4f} -> "
-            f"{kept['reprojection']:.4f}, prior {first['prior']:.4f} -> {kept['prior']:.4f}")
+            f"{kept['reprojection']:.4f}, prior {first['prior']:.4f} -> {kept['prior']:.4f}" +
+            (f", multiview {first['multiview']:.4f} -> {kept['multiview']:.4f}"
+             if "multiview" in first else ""))
     record = {"config": checkpoint.plain(asdict(cfg)), "checks": checks, "chosen_step": chosen,
               "seconds": round(time.perf_counter() - t0, 1), "init": str(weights),
               "init_digest": checkpoint.file_digest(weights), "prior": prior_path,

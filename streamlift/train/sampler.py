@@ -120,18 +120,22 @@ def draw_rolls(n: int, cfg, gen: torch.Generator) -> torch.Tensor | None:
     return torch.where(torch.rand(n, generator=gen) < prob, theta, torch.zeros(()))
 
 
-def draw_batch(sampler: WindowSampler, cfg, gen: torch.Generator
+def draw_batch(sampler: WindowSampler, cfg, gen: torch.Generator,
+               targets: torch.Tensor | None = None, flip: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """One training batch: windows (batch, T, J, 3) with random targets (`cfg.balance`),
     left-right mirroring, a camera roll (`draw_rolls`) and 2D noise (the detector model with
     `cfg.detector`, else i.i.d.); each window's focal length (batch,) px for the perspective
     reprojection (None when `cfg.perspective` is off); and its roll (batch,) radians (None
-    without rolls), which the prior loss turns back (`loss_terms`)."""
-    targets = sampler.draw(cfg.batch, gen, cfg.balance)
+    without rolls), which the prior loss turns back (`loss_terms`). `targets` (n,) and `flip`
+    (n,) bool: the windows' target frames and which are mirrored, instead of drawn (pairs of
+    synchronised views are mirrored together)."""
+    targets = sampler.draw(cfg.batch, gen, cfg.balance) if targets is None else targets
+    n = len(targets)
     w = sampler.windows(targets)
-    flip = torch.rand(cfg.batch, generator=gen) < cfg.flip_prob
+    flip = torch.rand(n, generator=gen) < cfg.flip_prob if flip is None else flip
     w[flip] = flip_2d(w[flip])
-    roll = draw_rolls(cfg.batch, cfg, gen)
+    roll = draw_rolls(n, cfg, gen)
     if roll is not None:
         turned = roll != 0  # the others stay bit-exact
         w[turned] = roll_2d(w[turned], roll[turned])
@@ -140,6 +144,6 @@ def draw_batch(sampler: WindowSampler, cfg, gen: torch.Generator
 
         w = detector_noise(w, gen)
     elif cfg.noise_px > 0:
-        sigma = torch.rand(cfg.batch, 1, 1, 1, generator=gen) * cfg.noise_px
+        sigma = torch.rand(n, 1, 1, 1, generator=gen) * cfg.noise_px
         w[..., :2] += sigma * torch.randn(w[..., :2].shape, generator=gen)
     return w, (sampler.focal[targets] if cfg.perspective else None), roll
