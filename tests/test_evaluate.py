@@ -166,3 +166,11 @@ def test_lookahead_gain_at_lag_0_is_eval_and_lag_l_reads_the_window_l_frames_on(
                    reduce=False)
     assert e3[2, 0] == pytest.approx(float(want[0]), rel=1e-5)
     assert not np.allclose(e3[:, 0], e0[:, 0])
+
+
+def test_the_every_nth_frame_line_reads_as_english():
+    from streamlift.eval.evaluate import ordinal
+
+    assert [ordinal(n) for n in (1, 2, 3, 4, 8, 11, 12, 13, 21, 22, 23, 101, 111, 112)] == [
+        "1st", "2nd", "3rd", "4th", "8th", "11th", "12th", "13th", "21st", "22nd", "23rd",
+        "101st", "111th", "112th"]

@@ -99,6 +99,12 @@ def evaluate(model: NRSfMFormer, views: dict[str, View], device="cpu", batch: in
     return result
 
 
+def ordinal(n: int) -> str:
+    """2 -> '2nd', 11 -> '11th', 23 -> '23rd'."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def format_table(result: dict) -> str:
     rows = [f"{'group':<28}{'frames':>9}{'MPJPE':>9}{'N-MPJPE':>9}{'PA-MPJPE':>10}"]
     for g, r in result["groups"].items():
@@ -121,7 +127,7 @@ def evaluate_file(model: NRSfMFormer, weights, c, device="cpu", progress: bool =
                    smooth=smooth_config(c.smooth))
     mode, window = model.cfg.mode, model.cfg.window
     kind = getattr(model.cfg, "kind", "windowed")
-    scored = f"{res['frames']:,} frames" + (f" (every {c.every}th)" if c.every > 1 else "")
+    scored = f"{res['frames']:,} frames" + (f" (every {ordinal(c.every)})" if c.every > 1 else "")
     text = (f"{c.data}: {res['views']} views, {scored}, {kind} {mode} lifter, "
             f"window {window}, weights {weights}\n"
             f"virtual camera (the views' intrinsics): {res['virtual_camera_views']} of "
