@@ -217,3 +217,20 @@ def test_multiview_needs_synchronised_views(tmp_path, capsys, three_cameras):
     assert main(["adapt", "--data", str(single), "--out", str(tmp_path / "o.pt"),
                  "--multiview", "1", "--held-out", "0", "--no-prior", "--quiet"]) == 2
     assert "--multiview needs views of one sequence" in capsys.readouterr().err
+
+
+def test_multiview_turns_the_orientation_anchor_off_unless_it_is_given(two_camera_file,
+                                                                      tmp_path, capsys):
+    # the anchor holds the starting rotation, which the consistency is there to correct
+    assert (AdaptConfig().anchor, AdaptConfig(multiview=1.0).anchor) == (1.0, 0.0)
+    assert AdaptConfig(multiview=1.0, anchor=0.5).anchor == 0.5
+    run = ["adapt", "--data", str(two_camera_file), "--out", str(tmp_path / "o.pt"), "--steps",
+           "1", "--batch", "4", "--held-out", "0", "--no-prior", "--quiet", "--threads", "1"]
+    assert main(run + ["--multiview", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "(1 x; orientation anchor 0)" in err and "warning" not in err
+    assert main(run + ["--multiview", "1", "--anchor", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "(1 x; orientation anchor 1)" in err and "warning: the orientation anchor" in err
+    assert main(run) == 0
+    assert "multiview 1 would use that" in capsys.readouterr().err

@@ -52,9 +52,11 @@ class AdaptConfig:
     batch: int = field(default=32, metadata={"type": "positive_int", "help": "windows per step"})
     lr: float = field(default=5e-5, metadata={"type": "positive_float",
                                               "help": "peak learning rate"})
-    anchor: float = field(default=1.0, metadata={
+    # None: 1, or 0 with --multiview (__post_init__)
+    anchor: float | None = field(default=None, metadata={
         "type": "non_negative", "help": "weight of the orientation anchor to the starting "
-        "lifter (0: none, a naive fine-tune)"})
+        "lifter (0: none, a naive fine-tune; default 1, or 0 with --multiview, whose "
+        "consistency corrects the rotation the anchor would hold)"})
     prior_weight: float = field(default=2.0, metadata={
         "type": "non_negative", "help": "weight of the diffusion prior loss"})
     prior_t_range: tuple = field(default=(0.05, 0.4), metadata={
@@ -99,6 +101,12 @@ class AdaptConfig:
     balance: str = "frames"
     perspective: bool = True
     warmup_steps: int = 20
+
+    def __post_init__(self):
+        # the anchor holds the starting lifter's rotation, which synchronised views correct:
+        # with both on HDM05, the guard kept the starting weights (docs/generalisation.md §3)
+        if self.anchor is None:
+            self.anchor = 0.0 if self.multiview > 0 else 1.0
 
 
 def orientation_anchor(X: torch.Tensor, X0: torch.Tensor) -> torch.Tensor:
@@ -265,7 +273,12 @@ def _prepare_multiview(run: _Run, fit: dict, held: dict, cfg: AdaptConfig, log) 
         judge = Partners(list(held), [v.frames for v in held.values()])
         run.judge_partners = judge if judge.sequences else None
     log(f"adapt: multi-view consistency on {partners.paired_views} views of "
-        f"{partners.sequences} sequences ({cfg.multiview:g} x)")
+        f"{partners.sequences} sequences ({cfg.multiview:g} x; orientation anchor "
+        f"{cfg.anchor:g})")
+    if cfg.anchor > 0:
+        log("adapt: warning: the orientation anchor holds the starting lifter's rotation, "
+            "which the views' consistency corrects; on HDM05 the two together kept the "
+            "starting weights (without --anchor, --multiview turns it off)")
 
 
 def _draw(run: _Run, cfg: AdaptConfig, gen: torch.Generator):
