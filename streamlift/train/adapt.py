@@ -8,6 +8,9 @@ what the starting lifter got right and lets the rest move:
   lifter's pose of the same frame is pushed to the identity (the skew part of their
   cross-covariance, as the canonicalisation loss does for the shapes); the shape itself may
   change, so PA-MPJPE can improve without N-MPJPE paying for drift;
+- with several synchronised cameras (`--multiview`), instead of the anchor, **multi-view
+  consistency**: the views of one frame must lift to one shape (`streamlift.train.multiview`),
+  which corrects the rotation and depth the anchor would only hold;
 - **held-out windows of the user's 2D** (the last part of each view): their reprojection and
   prior losses are measured every few steps with fixed noise, the best weights are kept, the
   run stops when they stop improving, and the starting weights come back if nothing beat them.

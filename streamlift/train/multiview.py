@@ -1,8 +1,7 @@
 """Synchronised views of one sequence: the same body at the same instant, so one 3D shape.
 
-A monocular lifter's worst error off its training domain is depth (on HDM05 val, 130 mm of the
-N-MPJPE error along the line of sight against 45 mm across it): the 2D of one camera barely
-changes when a limb swings towards or away from it. A second camera sees that depth across its
+What a monocular lifter gets least right off its training domain is depth: the 2D of one
+camera barely changes when a limb swings towards or away from it. A second camera sees that depth across its
 image. With two or more cameras filming the same person, each lifted on its own, the poses of
 one frame must be one shape up to the cameras' relative rotation (and the lifter's unknown
 scale) — a constraint from 2D alone, no calibration and no 3D needed. `adapt --multiview`
