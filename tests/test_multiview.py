@@ -160,6 +160,23 @@ def test_synchronised_short_views_are_held_out_together():
     assert any((f"s{i}.cam0" in held) != (f"s{i}.cam1" in held) for i in range(40))
 
 
+def test_a_few_short_synchronised_views_still_hold_one_sequence_out():
+    import zlib
+
+    def v(n):
+        return View(np.zeros((n, 17, 2), np.float32))
+    seqs = ["walk", "jump", "sit"]
+    views = {f"{s}.cam{k}": v(40) for s in seqs for k in range(2)}
+    assert all(zlib.crc32(s.encode()) % 1000 >= 200 for s in seqs)  # the hash draws none
+    fit, held = split_views(views, 0.2, 27, by_sequence=True)
+    first = min(seqs, key=lambda s: zlib.crc32(s.encode()))
+    assert sorted(held) == [f"{first}.cam0", f"{first}.cam1"]
+    assert len(fit) == 4 and not set(fit) & set(held)
+    assert split_views(views, 0.0, 27, by_sequence=True)[1] == {}  # no guard asked: none
+    one = {"walk.cam0": views["walk.cam0"], "walk.cam1": views["walk.cam1"]}
+    assert split_views(one, 0.2, 27, by_sequence=True)[1] == {}  # one sequence: all to adapt on
+
+
 @pytest.fixture(scope="module")
 def two_camera_file(three_cameras, tmp_path_factory):
     p = tmp_path_factory.mktemp("mv") / "two.npz"

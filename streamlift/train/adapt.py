@@ -130,7 +130,8 @@ def split_views(views: dict[str, View], held_out: float, min_frames: int,
     `held_out` of the frames: a long view gives its last frames, a view too short to split
     goes whole to one side (chosen by its name, so the split is the same every run; with
     `by_sequence` by its sequence's name, so that synchronised views stay on one side and stay
-    pairs). kp3d is dropped: adapt never reads 3D."""
+    pairs); when none is chosen, the first by that order is held out. kp3d is dropped: adapt
+    never reads 3D."""
     fit, judge = {}, {}
     side_key = (lambda n: sequence_of(n) or n) if by_sequence else (lambda n: n)  # noqa: E731
     for name, v in sorted(views.items()):
@@ -148,6 +149,10 @@ def split_views(views: dict[str, View], held_out: float, min_frames: int,
             fit[name] = part(0, n)
     if not fit and judge:  # one short view: adapt on it, nothing to judge by
         fit, judge = judge, {}
+    keys = sorted({side_key(k) for k in fit}, key=lambda k: zlib.crc32(k.encode()))
+    if held_out > 0 and not judge and len(keys) > 1:  # few short views the hash spared: the
+        judge = {k: v for k, v in fit.items() if side_key(k) == keys[0]}  # lowest one judges
+        fit = {k: v for k, v in fit.items() if side_key(k) != keys[0]}
     return fit, judge
 
 
