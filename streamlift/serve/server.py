@@ -494,7 +494,8 @@ class Server:
             oldest = st.n - cap + self.back - (self.lookahead if self.streaming else 0)
             if lo < oldest:
                 self._drop(st, oldest - lo, shed=False)
-                lo = oldest
+                # counted once: a stream deferred by _shed comes back with this next_target
+                lo = st.next_target = oldest
             out.append([st, lo, ready])
         return out
 
