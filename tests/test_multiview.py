@@ -147,6 +147,30 @@ def test_the_consistency_gradient_moves_both_poses_towards_one_shape(three_camer
     assert torch.isfinite(same.grad).all()
 
 
+def test_a_frame_no_camera_pair_sees_counts_for_nothing_and_keeps_the_gradient_finite(
+        three_cameras):
+    """A detector's empty frame (every joint's confidence 0 in one view) once gave a NaN
+    gradient (the root of a zero radius) that turned every weight of `adapt` NaN."""
+    v0, v1 = (three_cameras[k] for k in list(three_cameras)[:2])
+    Xa = torch.from_numpy(v0.kp3d[:54]).double().view(2, 27, 17, 3)
+    Xb = torch.from_numpy(v1.kp3d[:54]).double().view(2, 27, 17, 3)
+    a = (Xa + torch.randn(Xa.shape, generator=torch.Generator().manual_seed(0),
+                          dtype=Xa.dtype) * 40).requires_grad_()
+    b = Xb.clone().requires_grad_()
+    w = torch.ones(2, 27, 17, dtype=torch.float64)
+    w[0, 5] = 0  # frame 5 of window 0: nothing seen
+    w[1] = 0  # window 1: nothing seen at all
+    loss = consistency(a, b, w, pairs=torch.tensor([True, True]))
+    loss.backward()
+    assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()
+    assert a.grad[0, 0].abs().sum() > 0  # the seen frames still pull
+    assert a.grad[0, 5].abs().sum() == 0 and a.grad[1].abs().sum() == 0
+    # the value: the mean over window 0's 26 seen frames, as if the rest were not there
+    keep = [t for t in range(27) if t != 5]
+    alone = consistency(a[:1, keep].detach(), b[:1, keep].detach())
+    assert float(loss.detach()) == pytest.approx(float(alone), rel=1e-12)
+
+
 def test_synchronised_short_views_are_held_out_together():
     def v(n):
         return View(np.zeros((n, 17, 2), np.float32))

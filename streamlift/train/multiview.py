@@ -91,7 +91,8 @@ def consistency(Xa: torch.Tensor, Xb: torch.Tensor, w: torch.Tensor | None = Non
     joint distance |s R xa_j + t - xb_j| over the RMS radius of Xb about its weighted centre:
     unitless, blind to each camera's rotation and to the lifter's scale. The gradient reaches
     both poses; holding (s, R, t) fixed loses nothing at the optimum (the envelope theorem).
-    `pairs` (B,) bool: the windows that are real pairs (others count for nothing).
+    `pairs` (B,) bool: the windows that are real pairs (others count for nothing). A frame with
+    no joint seen in both views counts for nothing either (a detector's empty frame).
     """
     B, T, J, _ = Xa.shape
     a, b = Xa.flatten(0, 1).double(), Xb.flatten(0, 1).double()  # (B*T, J, 3)
@@ -102,10 +103,15 @@ def consistency(Xa: torch.Tensor, Xb: torch.Tensor, w: torch.Tensor | None = Non
     wn = wt / wt.sum(dim=1, keepdim=True).clamp_min(1e-8)  # (B*T, J), sums to 1
     mapped = fit.s[:, None, None] * (a @ fit.R.transpose(1, 2)) + fit.t[:, None]
     centre = (wn[..., None] * b).sum(dim=1, keepdim=True)  # (B*T, 1, 3)
-    radius = ((wn * (b - centre).square().sum(dim=-1)).sum(dim=1)).sqrt()  # (B*T,)
+    # clamped before the root: a frame no joint of which is seen in both views has radius 0,
+    # and the root's infinite gradient there would make every weight NaN
+    radius = (wn * (b - centre).square().sum(dim=-1)).sum(dim=1).clamp_min(1e-12).sqrt()
     dist = ((mapped - b).square().sum(dim=-1) + 1e-12).sqrt()  # (B*T, J); finite gradient at 0
-    err = (wn * dist).sum(dim=1) / radius.clamp_min(1e-6)  # (B*T,)
-    err = err.view(B, T).mean(dim=1)  # (B,)
+    err = (wn * dist).sum(dim=1) / radius  # (B*T,)
+    seen = (wt.sum(dim=1) > 0).to(err.dtype).view(B, T)  # frames with a joint seen in both
+    err = (err.view(B, T) * seen).sum(dim=1) / seen.sum(dim=1).clamp_min(1)  # (B,)
+    if pairs is not None:
+        pairs = pairs & (seen.sum(dim=1) > 0)  # a window with no such frame says nothing
     if pairs is None:
         return err.mean().to(Xa.dtype)
     return (err * pairs).sum().to(Xa.dtype) / pairs.sum().clamp_min(1)
