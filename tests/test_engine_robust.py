@@ -309,15 +309,9 @@ def test_frames_beyond_max_lag_of_a_deferred_stream_are_dropped_once():
     """Streams whose oldest frames have left the ring and that then wait a tick: those frames
     are counted when they are dropped, not again when the stream comes back (a stream's
     published + dropped is its frame count, and its out_seq gaps say the same)."""
-    server, sts, _ = _overloaded(10, 0, 0.0166, 100.0, 0.001)
-    cap = server.ring.capacity
-    now = time.time()
-    for i, st in enumerate(sts):
-        for k in range(cap + 10):
-            t = now - 1e-3 * (cap + 9 - k) - 1e-3 * i
-            server.ring.push(st, KP[:, :2], KP[:, 2], k, t, t)
-    n = cap + 10
-    lost = n - cap + server.back  # targets whose windows are no longer whole in the ring
+    n = 9 + ServerConfig().backlog + 10  # 10 frames more than _overloaded's ring holds
+    server, sts, _ = _overloaded(10, n, 0.0166, 100.0, 0.001)
+    lost = n - server.ring.capacity + server.back  # targets whose windows left the ring
     server._tick(sts)
     deferred = list(server._deferred.values())
     assert len(deferred) == 7

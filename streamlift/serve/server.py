@@ -475,6 +475,7 @@ class Server:
         """k of st's frames get no skeleton (their out_seq values are skipped: a visible gap)."""
         k = int(k)  # numpy arithmetic upstream; stats go out through msgpack
         st.dropped += k
+        st.next_target += k  # the oldest pending frames: counted once, even if st then waits
         with self.stats.lock:
             self.stats.dropped += k
             if shed:
@@ -494,8 +495,7 @@ class Server:
             oldest = st.n - cap + self.back - (self.lookahead if self.streaming else 0)
             if lo < oldest:
                 self._drop(st, oldest - lo, shed=False)
-                # counted once: a stream deferred by _shed comes back with this next_target
-                lo = st.next_target = oldest
+                lo = oldest
             out.append([st, lo, ready])
         return out
 

@@ -100,7 +100,8 @@ def consistency(Xa: torch.Tensor, Xb: torch.Tensor, w: torch.Tensor | None = Non
           else w.flatten(0, 1).to(a.dtype))  # (B*T, J)
     with torch.no_grad():
         fit = procrustes(a, b, wt, scale=True, impl="reference")
-    wn = wt / wt.sum(dim=1, keepdim=True).clamp_min(1e-8)  # (B*T, J), sums to 1
+    total = wt.sum(dim=1)  # (B*T,)
+    wn = wt / total[:, None].clamp_min(1e-8)  # (B*T, J), sums to 1
     mapped = fit.s[:, None, None] * (a @ fit.R.transpose(1, 2)) + fit.t[:, None]
     centre = (wn[..., None] * b).sum(dim=1, keepdim=True)  # (B*T, 1, 3)
     # clamped before the root: a frame no joint of which is seen in both views has radius 0,
@@ -108,10 +109,9 @@ def consistency(Xa: torch.Tensor, Xb: torch.Tensor, w: torch.Tensor | None = Non
     radius = (wn * (b - centre).square().sum(dim=-1)).sum(dim=1).clamp_min(1e-12).sqrt()
     dist = ((mapped - b).square().sum(dim=-1) + 1e-12).sqrt()  # (B*T, J); finite gradient at 0
     err = (wn * dist).sum(dim=1) / radius  # (B*T,)
-    seen = (wt.sum(dim=1) > 0).to(err.dtype).view(B, T)  # frames with a joint seen in both
+    seen = (total > 0).view(B, T)  # frames with a joint seen in both views
     err = (err.view(B, T) * seen).sum(dim=1) / seen.sum(dim=1).clamp_min(1)  # (B,)
-    if pairs is not None:
-        pairs = pairs & (seen.sum(dim=1) > 0)  # a window with no such frame says nothing
     if pairs is None:
         return err.mean().to(Xa.dtype)
+    pairs = pairs & seen.any(dim=1)  # a window with no such frame says nothing
     return (err * pairs).sum().to(Xa.dtype) / pairs.sum().clamp_min(1)
