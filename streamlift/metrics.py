@@ -11,6 +11,8 @@ numpy out (float64); torch in gives torch out.
 - PA-MPJPE: MPJPE after a similarity Procrustes per pose: rotation (reflections excluded),
   scale, translation (Protocol #2).
 - PCK@150 mm and AUC over thresholds 0..150 mm, on root-aligned poses (MPI-INF-3DHP style).
+- The rotation to the truth: PA-MPJPE's rotation as a rotation vector, the turn that N-MPJPE
+  counts and PA-MPJPE forgives; averaged over frames it shows a systematic tilt.
 """
 
 from __future__ import annotations
@@ -86,6 +88,27 @@ def pa_mpjpe(pred, gt, reduce: bool = True):
     batch, J = pred.shape[:-2], pred.shape[-2]
     res = procrustes(pred.reshape(-1, J, 3), gt.reshape(-1, J, 3))  # (N, J, 3) with N = prod(batch)
     return _reduce(res.err.reshape(batch), reduce)
+
+
+@_torch_or_numpy
+def rotation_to_truth(pred, gt):
+    """Rotation vector v (..., 3), degrees, of the rotation R that best aligns the prediction
+    onto the truth (orthogonal Procrustes of the centred poses, as in PA-MPJPE): gt ~ R pred.
+
+    |v| is the angle of R, v / |v| its axis, in the poses' frame (a camera's: x right, y down,
+    z forward, so v[..., 0] is a pitch). From R's skew part, sin|v| (v / |v|) =
+    (R21 - R12, R02 - R20, R10 - R01) / 2, and cos|v| = (tr R - 1) / 2.
+    """
+    batch, J = pred.shape[:-2], pred.shape[-2]
+    R = procrustes(pred.reshape(-1, J, 3), gt.reshape(-1, J, 3), scale=False).R  # (N, 3, 3)
+    skew = torch.stack([R[:, 2, 1] - R[:, 1, 2], R[:, 0, 2] - R[:, 2, 0],
+                        R[:, 1, 0] - R[:, 0, 1]], dim=-1) / 2  # (N, 3): sin(angle) axis
+    sin = skew.norm(dim=-1)
+    cos = (R.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
+    angle = torch.atan2(sin, cos)
+    # angle / sin -> 1 as the rotation vanishes
+    v = skew * torch.where(sin > 1e-12, angle / sin.clamp_min(1e-12), torch.ones_like(sin))[:, None]
+    return torch.rad2deg(v).reshape(*batch, 3)
 
 
 @_torch_or_numpy

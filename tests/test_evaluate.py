@@ -174,3 +174,29 @@ def test_the_every_nth_frame_line_reads_as_english():
     assert [ordinal(n) for n in (1, 2, 3, 4, 8, 11, 12, 13, 21, 22, 23, 101, 111, 112)] == [
         "1st", "2nd", "3rd", "4th", "8th", "11th", "12th", "13th", "21st", "22nd", "23rd",
         "101st", "111th", "112th"]
+
+
+def test_eval_reports_the_rotation_that_turns_the_lifted_poses_onto_the_truth():
+    """A view whose ground truth is the lifter's own output turned 12 deg about the camera's x
+    axis (and scaled): PA-MPJPE 0, N-MPJPE not, and eval's rotation to the truth is that pitch."""
+    import dataclasses
+
+    import torch
+
+    from streamlift.eval.evaluate import evaluate, format_rotation
+    from streamlift.lifter.infer import lift_sequence
+    from streamlift.lifter.model import LifterConfig, NRSfMFormer
+
+    torch.manual_seed(0)
+    model = NRSfMFormer(LifterConfig(window=9, depth=1, dim=32, heads=2)).eval()
+    views = dict(list(make_views(load_mocap(SAMPLE_MOCAP), 1, 0, progress=False).items())[:2])
+    a = np.deg2rad(12.0)
+    Rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    for name, v in views.items():
+        pred = lift_sequence(model, v.kp2d, K=v.intrinsics).astype(np.float64)
+        views[name] = dataclasses.replace(v, kp3d=1000 * pred @ Rx.T)  # truth = 1000 Rx pred
+    got = evaluate(model, views, progress=False)
+    assert got["pa_mpjpe"] < 1e-3 and got["n_mpjpe"] > 1.0
+    assert got["rotation_deg"] == pytest.approx(12.0, abs=1e-3)
+    np.testing.assert_allclose(got["rotation_vector_deg"], [12.0, 0, 0], atol=1e-3)
+    assert "mean 12.0 deg; mean rotation vector x +12.0, y +0.0, z +0.0 deg" in format_rotation(got)

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamlift.metrics import all_metrics, auc, mpjpe, n_mpjpe, pa_mpjpe, pck
+from streamlift.metrics import all_metrics, auc, mpjpe, n_mpjpe, pa_mpjpe, pck, rotation_to_truth
 from streamlift.skeleton import H36M17
 
 
@@ -159,6 +159,40 @@ def test_torch_batched_matches_numpy_and_keeps_type():
     m = all_metrics(pred, gt)
     assert set(m) == {"mpjpe", "n_mpjpe", "pa_mpjpe", "pck150", "auc"}
     assert m["pa_mpjpe"] <= m["n_mpjpe"] <= m["mpjpe"] + 1e-9
+
+
+def axis_angle(v_deg) -> np.ndarray:
+    """Rodrigues: the rotation matrix of a rotation vector in degrees (independent of the code)."""
+    v = np.deg2rad(np.asarray(v_deg, dtype=np.float64))
+    a = np.linalg.norm(v)
+    k = v / a
+    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(a) * K + (1 - np.cos(a)) * K @ K
+
+
+@pytest.mark.parametrize("v", [(15.6, 0, 0), (0, -40, 0), (0, 0, 120), (10, -20, 30),
+                               (0.01, 0, 0), (-170, 5, 0)])
+def test_rotation_to_truth_is_the_rotation_vector_that_turns_the_prediction_onto_the_truth(v):
+    rng = np.random.default_rng(7)
+    gt = random_poses(rng, 3)
+    R = axis_angle(v)
+    # the prediction is the truth turned back by R, scaled and moved: gt = R pred (centred)
+    pred = np.stack([0.3 * g @ R for g in gt]) + rng.normal(size=(3, 1, 3)) * 500
+    got = rotation_to_truth(pred, gt)
+    assert got.shape == (3, 3)
+    np.testing.assert_allclose(got, np.broadcast_to(v, (3, 3)), atol=1e-6)
+    # the other way round is the inverse rotation
+    np.testing.assert_allclose(rotation_to_truth(gt, pred), -got, atol=1e-6)
+
+
+def test_rotation_to_truth_is_zero_for_a_similarity_without_rotation_and_batched_in_torch():
+    rng = np.random.default_rng(8)
+    gt = rng.normal(scale=300.0, size=(2, 4, 17, 3))
+    assert np.abs(rotation_to_truth(2.0 * gt + 100.0, gt)).max() < 1e-9
+    t = rotation_to_truth(torch.tensor(gt @ axis_angle((0, 0, 25)), dtype=torch.float32),
+                          torch.tensor(gt, dtype=torch.float32))
+    assert isinstance(t, torch.Tensor) and t.shape == (2, 4, 3)
+    np.testing.assert_allclose(t.numpy(), np.broadcast_to((0, 0, 25), (2, 4, 3)), atol=1e-3)
 
 
 def test_shape_mismatch_is_an_error():

@@ -22,7 +22,7 @@ import torch
 
 from streamlift.data.views import View
 from streamlift.errors import UserError
-from streamlift.metrics import mpjpe, n_mpjpe, pa_mpjpe
+from streamlift.metrics import mpjpe, n_mpjpe, pa_mpjpe, rotation_to_truth
 from streamlift.lifter.model import NRSfMFormer, metric_scale, skeleton_height
 from streamlift.progress import bar as progress_bar
 from streamlift.lifter.infer import lift_sequence
@@ -44,7 +44,10 @@ def action_group(view_name: str) -> str:
 def evaluate(model: NRSfMFormer, views: dict[str, View], device="cpu", batch: int | None = None,
              progress: bool = True, intrinsics: bool = True, every: int = 1,
              smooth: SmoothConfig | None = None) -> dict:
-    """MPJPE, N-MPJPE, PA-MPJPE (mm) overall and per action group.
+    """MPJPE, N-MPJPE, PA-MPJPE (mm) overall and per action group, and the rotation to the
+    truth (`streamlift.metrics.rotation_to_truth`): `rotation_deg`, its mean angle, and
+    `rotation_vector_deg`, its mean rotation vector - near zero unless the lifter turns the
+    body the same way in most frames (a systematic tilt).
 
     MPJPE needs an absolute scale, which a monocular lifter cannot know: the prediction is
     scaled to the subject's height, taken per view as the median skeleton height of the
@@ -62,6 +65,7 @@ def evaluate(model: NRSfMFormer, views: dict[str, View], device="cpu", batch: in
         raise UserError(f"view {missing[0]!r} has no kp3d: evaluation needs 3D ground truth")
     per_group: dict[str, list[np.ndarray]] = {}
     sums = {"mpjpe": 0.0, "n_mpjpe": 0.0, "pa_mpjpe": 0.0}
+    rot_angle, rot_vec = 0.0, np.zeros(3)
     frames = lifted_virtual = 0
     total = sum(v.frames for v in views.values())
     kp2d = smooth_views(views, smooth)
@@ -85,9 +89,14 @@ def evaluate(model: NRSfMFormer, views: dict[str, View], device="cpu", batch: in
             per_group.setdefault(action_group(name), []).append(errs)
             for k, col in zip(sums, errs.sum(axis=0)):
                 sums[k] += float(col)
+            rv = rotation_to_truth(pred, gt).numpy()  # (frames, 3)
+            rot_angle += float(np.linalg.norm(rv, axis=-1).sum())
+            rot_vec += rv.sum(axis=0)
             frames += len(gt)
             bar.update(v.frames)
     result = {k: s / frames for k, s in sums.items()}
+    result["rotation_deg"] = rot_angle / frames
+    result["rotation_vector_deg"] = [float(x) for x in rot_vec / frames]
     result["frames"] = frames
     result["views"] = len(views)
     result["virtual_camera_views"] = lifted_virtual
@@ -115,6 +124,11 @@ def format_table(result: dict) -> str:
     return "\n".join(rows)
 
 
+def format_rotation(result: dict) -> str:
+    x, y, z = result["rotation_vector_deg"]
+    return (f"rotation to the truth (in N-MPJPE, not in PA-MPJPE): mean {result['rotation_deg']:.1f}"
+            f" deg; mean rotation vector x {x:+.1f}, y {y:+.1f}, z {z:+.1f} deg (camera frame; "
+            f"x: pitch)")
 
 
 def evaluate_file(model: NRSfMFormer, weights, c, device="cpu", progress: bool = True):
@@ -133,6 +147,6 @@ def evaluate_file(model: NRSfMFormer, weights, c, device="cpu", progress: bool =
             f"virtual camera (the views' intrinsics): {res['virtual_camera_views']} of "
             f"{res['views']} views" + (" (--no-intrinsics)" if c.no_intrinsics else "")
             + f"; 2D smoothing: {c.smooth}"
-            + "\n" + format_table(res))
+            + "\n" + format_table(res) + "\n" + format_rotation(res))
     return text, {**res, "kind": kind, "mode": mode, "window": window, "weights": str(weights),
                   "data": str(c.data), "every": c.every, "smooth": c.smooth}
