@@ -41,6 +41,19 @@ def action_group(view_name: str) -> str:
     return {"TakingPhoto": "Photo", "WalkingDog": "WalkDog"}.get(group, group)
 
 
+def frame_errors(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Per frame (frames, 7): MPJPE (the prediction scaled to the truth's median skeleton
+    height), N-MPJPE, PA-MPJPE, the angle of the rotation to the truth and its vector (x, y, z)."""
+    pred, gt = torch.from_numpy(pred).double(), torch.from_numpy(gt).double()
+    height = float(skeleton_height(gt).median())
+    rv = rotation_to_truth(pred, gt)  # (frames, 3)
+    return np.concatenate([torch.stack([
+        mpjpe(metric_scale(pred, height), gt, reduce=False),
+        n_mpjpe(pred, gt, reduce=False),
+        pa_mpjpe(pred, gt, reduce=False),
+        rv.norm(dim=-1)], dim=1).numpy(), rv.numpy()], axis=1)
+
+
 def evaluate(model: NRSfMFormer, views: dict[str, View], device="cpu", batch: int | None = None,
              progress: bool = True, intrinsics: bool = True, every: int = 1,
              smooth: SmoothConfig | None = None) -> dict:
@@ -64,9 +77,7 @@ def evaluate(model: NRSfMFormer, views: dict[str, View], device="cpu", batch: in
     if missing:
         raise UserError(f"view {missing[0]!r} has no kp3d: evaluation needs 3D ground truth")
     per_group: dict[str, list[np.ndarray]] = {}
-    sums = {"mpjpe": 0.0, "n_mpjpe": 0.0, "pa_mpjpe": 0.0}
-    rot_angle, rot_vec = 0.0, np.zeros(3)
-    frames = lifted_virtual = 0
+    lifted_virtual = 0
     total = sum(v.frames for v in views.values())
     kp2d = smooth_views(views, smooth)
     with progress_bar(total, "eval", "frame", progress) as bar:
@@ -78,26 +89,14 @@ def evaluate(model: NRSfMFormer, views: dict[str, View], device="cpu", batch: in
                 pred = lift_sequence(model, kp2d[name], batch, device, frames=scored, K=K)
             except ValueError as e:  # a camera matrix that is not a pinhole K
                 raise UserError(f"view {name!r}: {e}") from None
-            pred = torch.from_numpy(pred).double()
-            gt = torch.from_numpy(v.kp3d if scored is None else v.kp3d[scored]).double()
-            height = float(skeleton_height(gt).median())
-            errs = np.stack([
-                mpjpe(metric_scale(pred, height), gt, reduce=False).numpy(),
-                n_mpjpe(pred, gt, reduce=False).numpy(),
-                pa_mpjpe(pred, gt, reduce=False).numpy(),
-            ], axis=1)  # (frames, 3)
-            per_group.setdefault(action_group(name), []).append(errs)
-            for k, col in zip(sums, errs.sum(axis=0)):
-                sums[k] += float(col)
-            rv = rotation_to_truth(pred, gt).numpy()  # (frames, 3)
-            rot_angle += float(np.linalg.norm(rv, axis=-1).sum())
-            rot_vec += rv.sum(axis=0)
-            frames += len(gt)
+            gt = v.kp3d if scored is None else v.kp3d[scored]
+            per_group.setdefault(action_group(name), []).append(frame_errors(pred, gt))
             bar.update(v.frames)
-    result = {k: s / frames for k, s in sums.items()}
-    result["rotation_deg"] = rot_angle / frames
-    result["rotation_vector_deg"] = [float(x) for x in rot_vec / frames]
-    result["frames"] = frames
+    e = np.concatenate([c for chunks in per_group.values() for c in chunks])  # (frames, 7)
+    result = {k: float(x) for k, x in zip(("mpjpe", "n_mpjpe", "pa_mpjpe", "rotation_deg"),
+                                          e[:, :4].mean(axis=0))}
+    result["rotation_vector_deg"] = [float(x) for x in e[:, 4:].mean(axis=0)]
+    result["frames"] = len(e)
     result["views"] = len(views)
     result["virtual_camera_views"] = lifted_virtual
     result["groups"] = {}
