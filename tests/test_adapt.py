@@ -138,3 +138,47 @@ def test_the_adaptations_2d_noise_is_what_its_flags_say(views_file):
     assert s3 == pytest.approx(3 / math.sqrt(3), rel=0.15)
     w, _ = deviation(detector=True)
     assert (w[..., 2] < 1).any() and (w[..., 2] >= 0).all()
+
+
+def test_the_2d_is_adapted_on_with_its_limb_swaps_exchanged_back(views_file, tmp_path):
+    """A detector's left/right swaps turned the bodies (docs/generalisation.md): adapt undoes
+    them in the frames it fits and in those it judges by, unless --keep-swaps."""
+    from streamlift.data import load_views
+    from streamlift.data.unswap import LIMBS
+    from streamlift.skeleton import H36M17
+
+    views = load_views(views_file)
+    legs = LIMBS["leg"] + [H36M17.flip[j] for j in LIMBS["leg"]]
+    swapped = {}
+    for k, v in views.items():
+        kp = v.kp2d.copy()
+        for t in (*range(40, 45), 180, 181):  # fitted frames, then held-out ones
+            kp[t, legs] = v.kp2d[t, legs[3:] + legs[:3]]
+        swapped[k] = View(kp, v.kp3d, v.fps, v.image_size, v.intrinsics, v.extrinsics)
+    save_views(tmp_path / "swapped.npz", swapped)
+    ck = checkpoint.read(WINDOWED_WEIGHTS, FORMAT, "lifter")
+    lines = []
+    exact = _prepare([str(views_file)], ck, _small(), None, lambda s: None)
+    fixed = _prepare([str(tmp_path / "swapped.npz")], ck, _small(), None, lines.append)
+    kept = _prepare([str(tmp_path / "swapped.npz")], ck, _small(keep_swaps=True), None,
+                    lambda s: None)
+    assert torch.equal(fixed.sampler.kp, exact.sampler.kp)
+    assert torch.equal(fixed.judge.kp, exact.judge.kp)
+    assert not torch.equal(kept.sampler.kp, exact.sampler.kp)
+    assert not torch.equal(kept.judge.kp, exact.judge.kp)
+    assert any(f"exchanged back {7 * len(views):,} left/right limb swaps" in s for s in lines)
+
+
+def test_weight_overrides_one_loss_and_keeps_adapts_other_weights(views_file, tmp_path, capsys):
+    from streamlift.train.adapt import ADAPT_WEIGHTS
+
+    out = tmp_path / "w.pt"
+    assert main(["adapt", "--data", str(views_file), "--out", str(out), "--steps", "2",
+                 "--batch", "4", "--held-out", "0", "--no-prior", "--weight", "bone_constancy=0",
+                 "--weight", "smoothness=2.5", "--threads", "1", "--quiet"]) == 0
+    saved = checkpoint.read(out, FORMAT, "lifter")["meta"]["adapt"]["config"]["weights"]
+    assert saved == {**ADAPT_WEIGHTS, "bone_constancy": 0.0, "smoothness": 2.5}
+    assert "depth_extent" not in saved  # train's defaults do not leak in
+    capsys.readouterr()
+    assert main(["adapt", "--data", str(views_file), "--out", str(out), "--weight", "bone=1"]) == 2
+    assert "unknown loss 'bone'" in capsys.readouterr().err

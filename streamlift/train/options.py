@@ -136,6 +136,10 @@ class AdaptFiles:
     prior: Path | None = field(default=None, metadata={
         "type": "path", "help": "diffusion prior checkpoint (default: the shipped one)"})
     no_prior: bool = field(default=False, metadata={"help": "adapt without the prior loss"})
+    weight: list[str] | None = field(default=None, metadata={
+        "action": "append", "metavar": "NAME=W", "help": "loss weight override, repeatable; "
+        "names: " + ", ".join(DEFAULT_WEIGHTS) + " (adapt's defaults: "
+        "streamlift.train.adapt.ADAPT_WEIGHTS; e.g. bone_constancy=0)"})
 
 
 def adapt_to_file(f: AdaptFiles, cfg, progress: bool = True, log=print) -> str:
@@ -144,6 +148,14 @@ def adapt_to_file(f: AdaptFiles, cfg, progress: bool = True, log=print) -> str:
     from streamlift.paths import DEFAULT_PRIOR, WINDOWED_WEIGHTS
     from streamlift.train.adapt import adapt
 
+    if f.weight:
+        from streamlift.train.lifter import loss_weights
+
+        try:
+            given = loss_weights({}, f.weight)  # checks the names and the numbers
+        except ValueError as e:
+            raise UserError(f"loss weight {e}") from None
+        cfg.weights = {**cfg.weights, **{n: given[n] for n in (i.partition("=")[0] for i in f.weight)}}
     prior = None if f.no_prior else str(f.prior or DEFAULT_PRIOR)
     if prior is not None and not Path(prior).is_file():
         raise UserError(f"prior checkpoint not found: {prior} (or adapt with --no-prior)")
