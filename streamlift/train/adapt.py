@@ -14,12 +14,15 @@ what the starting lifter got right and lets the rest move:
 - **held-out windows of the user's 2D** (the last part of each view): their reprojection and
   prior losses are measured every few steps with fixed noise, the best weights are kept, the
   run stops when they stop improving, and the starting weights come back if nothing beat them.
+Before any of it, a detector's short left/right limb swaps in the user's 2D are exchanged back
+(`streamlift.data.unswap`; `--keep-swaps` leaves them): adapting on them turned the bodies.
 No 3D is read: a views file's kp3d, if any, is ignored.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -28,6 +31,7 @@ from pathlib import Path
 import torch
 
 from streamlift import checkpoint
+from streamlift.data.unswap import unswap
 from streamlift.data.views import View, load_views
 from streamlift.errors import UserError
 from streamlift.lifter.model import FORMAT, LifterConfig, NRSfMFormer, require_windowed, save_checkpoint
@@ -95,6 +99,10 @@ class AdaptConfig:
         "2D unturned, turned by the same roll (0: only the user's own rolls)"})
     roll_prob: float = field(default=0.5, metadata={
         "type": "share", "help": "share of the windows that get a --roll-deg roll"})
+    keep_swaps: bool = field(default=False, metadata={
+        "help": "leave the 2D's left/right limb swaps as they are; by default a detector's "
+        "short swaps of a leg or an arm are found and exchanged back first "
+        "(streamlift.data.unswap): adapting on them turned the lifted bodies"})
     multiview: float = field(default=0.0, metadata={
         "type": "non_negative", "help": "weight of the multi-view consistency loss: views of "
         "one sequence filmed at once by several cameras (one views file, names SEQUENCE.camK, "
@@ -229,6 +237,18 @@ class _Run:
     judge_partners: Partners | None = None
 
 
+def unswap_views(views: dict[str, View], log) -> dict[str, View]:
+    """The views with their left/right limb swaps exchanged back (`streamlift.data.unswap`)."""
+    out, n, frames = {}, 0, 0
+    for name, v in views.items():
+        kp2d, k = unswap(v.kp2d)
+        out[name] = dataclasses.replace(v, kp2d=kp2d)
+        n, frames = n + k, frames + v.frames
+    log(f"adapt: exchanged back {n:,} left/right limb swaps in the 2D (a leg or an arm in a "
+        f"frame: {n / max(2 * frames, 1):.2%} of them; --keep-swaps leaves them)")
+    return out
+
+
 def _prepare(data: list[str], ck: dict, cfg: AdaptConfig, prior_path: str | None, log) -> _Run:
     """The model from checkpoint `ck`, a frozen copy of it, and the user's 2D split into the
     frames to adapt on and the held-out ones."""
@@ -239,6 +259,8 @@ def _prepare(data: list[str], ck: dict, cfg: AdaptConfig, prior_path: str | None
     views = {}
     for p in data:
         views.update({f"{p}:{k}": v for k, v in load_views(p).items()})
+    if not cfg.keep_swaps:
+        views = unswap_views(views, log)
     fit, held = split_views(views, cfg.held_out, model_cfg.window, by_sequence=cfg.multiview > 0)
     if cfg.held_out > 0 and not held:
         raise UserError(f"no view is long enough to hold out {cfg.held_out:.0%} of it and keep "
