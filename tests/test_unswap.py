@@ -84,3 +84,23 @@ def test_most_of_the_detector_models_swaps_are_undone_and_nothing_else(views):
 def test_margin_out_of_range_is_an_error():
     with pytest.raises(ValueError, match="margin"):
         find_swaps(np.zeros((10, 17, 2)), margin=1.5)
+
+
+def test_swap_check_counts_swaps_found_missed_and_false(views):
+    """scripts/swap_check.py, on hand swaps: a 5-frame swap found, a 20-frame one (longer than
+    the median's reach, so the median follows it) missed, nothing false."""
+    import dataclasses
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts/swap_check.py"
+    spec = importlib.util.spec_from_file_location("swap_check", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    first, second = list(views)[:2]
+    detected = {first: dataclasses.replace(views[first], kp2d=swapped(views[first].kp2d, range(40, 45), "leg")),
+                second: dataclasses.replace(views[second], kp2d=swapped(views[second].kp2d, range(60, 80), "arm"))}
+    s = mod.swap_stats(detected, views)
+    assert (s["swapped"], s["found"], s["missed"], s["false"], s["exact_flagged"]) == (25, 5, 20, 0, 0)
+    assert s["limb_frames"] == 2 * (views[first].frames + views[second].frames)
+    assert 0 < s["displacement_found"] < s["displacement"]
