@@ -2,9 +2,9 @@
 a few frames.
 
 Detectors do this (and `streamlift.data.detector` models it), and adapting on such 2D turned
-the lifted bodies: two-camera adaptation on CMU ASF/AMC's detector-model 2D pitched them by
-15.5 deg and made N-MPJPE 27 % worse, the same with the swaps undone first 6.9 deg and 6 %
-better (docs/generalisation.md section 4).
+the lifted bodies: two-camera adaptation on CMU ASF/AMC's detector-model 2D pitched them
+towards the camera and made N-MPJPE 7 % worse on average over three seeds (27 % on one); with
+the swaps undone first it was 10 % better (docs/generalisation.md section 4).
 
 A swap is short and a limb's path is continuous, so each joint's running median over a few
 frames either side (its unseen frames left out) is where it should be. Per frame and limb pair
