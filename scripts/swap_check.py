@@ -18,9 +18,8 @@ import argparse
 
 import numpy as np
 
-from streamlift.data.unswap import LIMBS, find_swaps
+from streamlift.data.unswap import PAIRS, find_swaps
 from streamlift.data.views import load_views
-from streamlift.skeleton import H36M17
 
 
 def swap_stats(detected: dict, exact: dict, half: int = 7, margin: float = 0.7) -> dict:
@@ -30,9 +29,7 @@ def swap_stats(detected: dict, exact: dict, half: int = 7, margin: float = 0.7) 
     for name, v in detected.items():
         e = exact[name].kp2d[..., :2]
         found, on_exact = find_swaps(v.kp2d, half, margin), find_swaps(e, half, margin)
-        for limb_name, limb in LIMBS.items():
-            twins = [H36M17.flip[j] for j in limb]
-
+        for limb_name, (limb, twins) in PAIRS.items():
             def dist(a, b):  # (T,): the detected limb and twin against exact joints a, b
                 return (np.linalg.norm(v.kp2d[:, limb, :2] - e[:, a], axis=-1).sum(1)
                         + np.linalg.norm(v.kp2d[:, twins, :2] - e[:, b], axis=-1).sum(1))

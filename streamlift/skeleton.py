@@ -82,6 +82,11 @@ SYMMETRIC_BONES = tuple(
     if H36M17.side(c) == "left" and H36M17.parents[c] >= 0
 )
 
+# The right leg and arm of H36M-17, the chains a 2D detector swaps with their twins (flip):
+# streamlift.data.detector models the swaps, streamlift.data.unswap undoes them.
+LIMBS = {"leg": [H36M17.index(n) for n in ("r_hip", "r_knee", "r_ankle")],
+         "arm": [H36M17.index(n) for n in ("r_shoulder", "r_elbow", "r_wrist")]}
+
 # COCO-17 -> H36M-17: each H36M joint is the mean of these COCO joints.
 _COCO_TO_H36M_SOURCES: tuple[tuple[int, ...], ...] = (
     (11, 12),  # pelvis = mid-hip

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamlift.skeleton import H36M17
+from streamlift.skeleton import H36M17, LIMBS
 
 # Per-joint noise relative to the subject's mean (wrists and ankles worst; the derived midline
 # joints average several detections and are better than any one of them).
@@ -24,9 +24,6 @@ JOINT_SIGMA = {"pelvis": 0.8, "r_hip": 1.3, "r_knee": 1.2, "r_ankle": 1.6, "l_hi
                "head": 1.1, "l_shoulder": 1.0, "l_elbow": 1.3, "l_wrist": 1.8,
                "r_shoulder": 1.0, "r_elbow": 1.3, "r_wrist": 1.8}
 _SIGMA = np.array([JOINT_SIGMA[j] for j in H36M17.joints], dtype=np.float32)
-# limb joints a swap exchanges with their left/right twins: legs, arms
-_LEGS = [H36M17.index(n) for n in ("r_hip", "r_knee", "r_ankle")]
-_ARMS = [H36M17.index(n) for n in ("r_shoulder", "r_elbow", "r_wrist")]
 
 
 @dataclass(frozen=True)
@@ -89,7 +86,7 @@ def detector_noise(kp: "torch.Tensor", gen: "torch.Generator", cfg: DetectorConf
     noise = (1 - cfg.slow_share) ** 0.5 * white + cfg.slow_share ** 0.5 * slow
     out = exact + sj * noise
     # left/right swaps of a whole leg or arm, for a few frames
-    for limb in (_LEGS, _ARMS):
+    for limb in LIMBS.values():
         starts = torch.rand(n, T, 1, generator=gen) < cfg.swap_rate
         lengths = torch.randint(cfg.swap_frames[0], cfg.swap_frames[1] + 1, (n, T, 1), generator=gen)
         swap = _runs(starts, lengths)[..., 0]  # (n, T)

@@ -24,11 +24,10 @@ import warnings
 
 import numpy as np
 
-from streamlift.skeleton import H36M17
+from streamlift.skeleton import H36M17, LIMBS
 
-# the right limbs; their twins are H36M17.flip of each joint
-LIMBS = {"leg": [H36M17.index(n) for n in ("r_hip", "r_knee", "r_ankle")],
-         "arm": [H36M17.index(n) for n in ("r_shoulder", "r_elbow", "r_wrist")]}
+# per limb name: its right joints and their left twins, in the same order
+PAIRS = {name: (right, [H36M17.flip[j] for j in right]) for name, right in LIMBS.items()}
 
 
 def running_median(kp: np.ndarray, seen: np.ndarray, half: int) -> np.ndarray:
@@ -63,8 +62,7 @@ def find_swaps(kp2d: np.ndarray, half: int = 7, margin: float = 0.7) -> dict[str
     seen = seen & np.isfinite(kp).all(axis=-1)
     med = running_median(kp, seen, half)
     out = {}
-    for name, limb in LIMBS.items():
-        twins = [H36M17.flip[j] for j in limb]
+    for name, (limb, twins) in PAIRS.items():
         ok = seen[:, limb] & seen[:, twins] & np.isfinite(med[:, limb]).all(-1) \
             & np.isfinite(med[:, twins]).all(-1)  # (T, 3)
 
@@ -83,11 +81,8 @@ def unswap(kp2d: np.ndarray, half: int = 7, margin: float = 0.7) -> tuple[np.nda
     out = np.array(kp2d, copy=True)
     n = 0
     for name, frames in find_swaps(kp2d, half, margin).items():
-        limb = LIMBS[name]
-        twins = [H36M17.flip[j] for j in limb]
-        a, b = out[frames][:, limb].copy(), out[frames][:, twins].copy()
-        idx = np.flatnonzero(frames)
-        out[idx[:, None], limb] = b
-        out[idx[:, None], twins] = a
-        n += int(frames.sum())
+        limb, twins = PAIRS[name]
+        idx = np.flatnonzero(frames)[:, None]  # (swapped frames, 1)
+        out[idx, limb + twins] = out[idx, twins + limb]  # the right side is read first: a copy
+        n += len(idx)
     return out, n

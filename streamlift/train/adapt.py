@@ -22,10 +22,9 @@ No 3D is read: a views file's kp3d, if any, is ignored.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -242,7 +241,7 @@ def unswap_views(views: dict[str, View], log) -> dict[str, View]:
     out, n, frames = {}, 0, 0
     for name, v in views.items():
         kp2d, k = unswap(v.kp2d)
-        out[name] = dataclasses.replace(v, kp2d=kp2d)
+        out[name] = replace(v, kp2d=kp2d)
         n, frames = n + k, frames + v.frames
     log(f"adapt: exchanged back {n:,} left/right limb swaps in the 2D (a leg or an arm in a "
         f"frame: {n / max(2 * frames, 1):.2%} of them; --keep-swaps leaves them)")
